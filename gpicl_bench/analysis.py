@@ -1,0 +1,96 @@
+"""Summaries and paired comparisons of results, as DataFrames that the reports render and users can keep.
+
+A *setting* is what makes episodes identical: (suite, split, seed, way, shot, query). Groups of the same setting —
+from one file or several — saw the very same episodes, so learners are compared episode by episode.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+
+from gpicl_bench.results import load
+from gpicl_bench.stats import PairedTest, holm, mean_interval, paired_difference
+
+SETTING = ["suite", "split", "seed", "way", "shot", "query"]
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: episodes, mean accuracy and its 95% CI half-width, episodes/s."""
+    rows = []
+    for keys, group in frame.groupby([*SETTING, "learner"], sort=False):
+        interval = mean_interval(group["accuracy"].to_numpy())
+        rows.append(
+            {
+                **dict(zip([*SETTING, "learner"], keys, strict=True)),
+                "episodes": interval.n,
+                "accuracy": interval.mean,
+                "ci95": interval.half_width,
+                "episodes_per_second": group["episodes_per_second"].iloc[0],
+            }
+        )
+    columns = [*SETTING, "learner", "episodes", "accuracy", "ci95", "episodes_per_second"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def load_many(paths: list[Path]) -> pd.DataFrame:
+    """Per-episode rows of several files; a learner found in more than one file is named with its file."""
+    frames = []
+    for path in paths:
+        frame = load(path)
+        frame.insert(0, "source", str(path))
+        frames.append(frame)
+    combined = pd.concat(frames, ignore_index=True)
+    sources = combined.groupby([*SETTING, "learner"])["source"].transform("nunique")
+    if (sources > 1).any():
+        stems = {p: Path(p).stem for p in map(str, paths)}
+        if len(set(stems.values())) < len(stems):
+            stems = {p: p for p in stems}
+        clash = sources > 1
+        combined.loc[clash, "learner"] = (
+            combined.loc[clash, "learner"] + " [" + combined.loc[clash, "source"].map(stems) + "]"
+        )
+    return combined
+
+
+def compare(frame: pd.DataFrame, test: PairedTest = "t") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary (with the best learner of each setting marked) and every pair of learners within a setting.
+
+    Pairs are ordered so that ``difference`` = accuracy(a) − accuracy(b) ≥ 0 on their common episodes; p-values are
+    two-sided, with Holm's adjustment over the pairs of the setting.
+    """
+    summary = summarise(frame)
+    summary["best"] = summary["accuracy"] == summary.groupby(SETTING)["accuracy"].transform("max")
+    pair_rows = []
+    episodes_by_setting = dict(iter(frame.groupby(SETTING, sort=False)))
+    for setting, rows in summary.groupby(SETTING, sort=False):
+        in_setting = episodes_by_setting[setting]
+        by_learner = {
+            learner: group.set_index("episode")["accuracy"] for learner, group in in_setting.groupby("learner")
+        }
+        ranked = rows.sort_values("accuracy", ascending=False)["learner"].tolist()
+        setting_pairs = []
+        for a, b in itertools.combinations(ranked, 2):
+            both = pd.concat([by_learner[a], by_learner[b]], axis=1, join="inner")
+            if both.empty:
+                continue
+            result = paired_difference(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), test)
+            setting_pairs.append(
+                {
+                    **dict(zip(SETTING, setting, strict=True)),
+                    "learner_a": a,
+                    "learner_b": b,
+                    "episodes": result.difference.n,
+                    "difference": result.difference.mean,
+                    "ci95": result.difference.half_width,
+                    "p_value": result.p_value,
+                    "test": test,
+                }
+            )
+        for row, adjusted in zip(setting_pairs, holm([r["p_value"] for r in setting_pairs]), strict=True):
+            row["p_holm"] = adjusted
+        pair_rows.extend(setting_pairs)
+    columns = [*SETTING, "learner_a", "learner_b", "episodes", "difference", "ci95", "p_value", "p_holm", "test"]
+    return summary, pd.DataFrame(pair_rows, columns=columns)

@@ -1,0 +1,230 @@
+"""The ``gpicl-bench`` command line: parse, call one library function per command, render. No logic of its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gpicl_bench import __version__, analysis, engine, report
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners import LEARNERS
+from gpicl_bench.results import GroupKey, ResultsFile, load
+from gpicl_bench.spec import Spec, load_spec
+from gpicl_bench.suites import SUITES
+
+app = typer.Typer(
+    name="gpicl-bench",
+    help="Benchmark in-context and few-shot learners on the very same seeded episodes.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+class OutputFormat(str, Enum):
+    rich = "rich"
+    markdown = "markdown"
+    latex = "latex"
+    csv = "csv"
+
+
+class TestKind(str, Enum):
+    t = "t"
+    wilcoxon = "wilcoxon"
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show a full traceback on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        stdout.print(f"gpicl-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def run(
+    spec_path: Annotated[
+        Path | None,
+        typer.Argument(metavar="[SPEC]", help="Benchmark spec (TOML); default: the embedded quick benchmark."),
+    ] = None,
+    suite: Annotated[
+        list[str] | None, typer.Option("--suite", help="Suite reference, e.g. digits or digits:project (repeatable).")
+    ] = None,
+    learner: Annotated[
+        list[str] | None, typer.Option("--learner", help="Learner reference, e.g. knn:k=3 (repeatable).")
+    ] = None,
+    ways: Annotated[list[int] | None, typer.Option("--ways", help="Classes per episode (repeatable).")] = None,
+    shots: Annotated[list[int] | None, typer.Option("--shots", help="Support images per class (repeatable).")] = None,
+    queries: Annotated[list[int] | None, typer.Option("--queries", help="Query images per class.")] = None,
+    episodes: Annotated[int | None, typer.Option(help="Episodes per setting.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed that defines the episodes.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split to evaluate on (default: test).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name, used in the default output file name.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Episodes per batch; results never depend on it.")] = (
+        engine.DEFAULT_BATCH_SIZE
+    ),
+    out: Annotated[Path | None, typer.Option(help="Results file (default: results/<name>-<timestamp>.h5).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Complete the missing groups of this results file.")] = None,
+    show_spec: Annotated[bool, typer.Option(help="Print the resolved spec as TOML and exit.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Evaluate learners on seeded episodes and write per-episode results to HDF5."""
+    torch_device = engine.resolve_device(device)
+    engine.check_batch_size(batch_size)
+    overrides = dict(
+        suites=suite,
+        learners=learner,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        episodes=episodes,
+        seed=seed,
+        split=split,
+        name=name,
+    )
+    if resume is not None:
+        if spec_path is not None or any(v not in (None, []) for v in overrides.values()):
+            raise UserError("--resume takes the spec stored in the file; drop the spec and setting options")
+        results = ResultsFile.open(resume)
+        spec = engine.spec_for_resume(results)
+    else:
+        spec = (load_spec(spec_path) if spec_path is not None else Spec()).replace(**overrides)
+        engine.check(spec)  # bad suites, learners or shapes fail before any file is written
+        if show_spec:
+            sys.stdout.write(spec.to_toml())
+            return
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        results = ResultsFile.create(out or Path("results") / f"{spec.name}-{stamp}.h5", engine.run_attributes(spec))
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet,
+        transient=True,
+    )
+    tasks: dict[GroupKey, int] = {}
+
+    def on_progress(key: GroupKey, done: int, total: int) -> None:
+        if key not in tasks:
+            tasks[key] = progress.add_task(f"{key.suite} {key.way}w{key.shot}s {key.learner}", total=total)
+        progress.update(tasks[key], completed=done)
+
+    try:
+        with progress:
+            engine.run(spec, results, torch_device, batch_size, on_progress)
+    except KeyboardInterrupt:
+        stderr.print(
+            f"interrupted: finished groups are saved in {results.path}; "
+            f"complete it with: gpicl-bench run --resume {results.path}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    for table in report.summary_tables(analysis.summarise(load(results.path))):
+        stdout.print(report.to_rich(table))
+    stdout.print(f"results: {results.path}", markup=False, highlight=False)
+
+
+@app.command()
+def compare(
+    files: Annotated[list[Path], typer.Argument(metavar="RESULTS.h5...", help="Results files to compare.")],
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="rich, markdown, latex or csv.")] = (
+        OutputFormat.rich
+    ),
+    test: Annotated[TestKind, typer.Option(help="Paired test: t (paired t-test) or wilcoxon.")] = TestKind.t,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Compare learners that saw the same episodes: paired differences, 95% CIs and p-values."""
+    summary, pairs = analysis.compare(analysis.load_many(files), test.value)
+    if output_format is OutputFormat.csv:
+        text = report.comparison_csv(summary, pairs)
+    elif output_format is OutputFormat.rich:
+        console = Console(file=open(output, "w", encoding="utf-8"), width=160) if output else stdout  # noqa: SIM115
+        for table in report.summary_tables(summary, speed=False) + report.pair_tables(pairs):
+            console.print(report.to_rich(table))
+        return
+    else:
+        render = report.to_markdown if output_format is OutputFormat.markdown else report.to_latex
+        text = "\n".join(render(t) for t in report.summary_tables(summary, speed=False) + report.pair_tables(pairs))
+    _write_text(text, output)
+
+
+@app.command("export-csv")
+def export_csv(
+    file: Annotated[Path, typer.Argument(metavar="RESULTS.h5", help="Results file.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV file (default: standard output).")] = None,
+    per_episode: Annotated[bool, typer.Option(help="One row per episode instead of one per group.")] = False,
+) -> None:
+    """Export results as tidy CSV for pandas, spreadsheets and papers."""
+    frame = load(file)
+    table = frame if per_episode else analysis.summarise(frame)
+    _write_text(table.to_csv(index=False), output)
+
+
+@app.command()
+def learners() -> None:
+    """List the learners with their options."""
+    table = Table("learner", "description", "options (defaults)")
+    for entry in LEARNERS:
+        table.add_row(entry.name, entry.description, entry.option_help() or "-")
+    stdout.print(table)
+
+
+@app.command()
+def suites() -> None:
+    """List the suites with their splits and options (every suite also takes the option project)."""
+    table = Table("suite", "description", "splits", "options (defaults)")
+    for entry in SUITES:
+        splits = getattr(entry.factory, "splits", ())
+        table.add_row(entry.name, entry.description, ", ".join(splits), entry.option_help() or "project=False")
+    stdout.print(table)
+
+
+def _write_text(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"cannot write {output}: {error.strerror or error}") from None
+    stderr.print(f"wrote {output}", markup=False, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2; ``--debug`` shows the traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, prog_name="gpicl-bench", standalone_mode=False)
+    except UserError as error:
+        if "--debug" in args:
+            raise
+        print(f"gpicl-bench: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("gpicl-bench: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as error:  # usage errors: bad option, missing argument, wrong type
+        if "--debug" in args:
+            raise
+        print(f"gpicl-bench: error: {error.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,228 @@
+"""Evaluate a spec: every group's episodes in batches on one device, each finished group saved at once.
+
+The engine knows no particular suite or learner. For each suite it loads the split once and moves it to the device;
+for each episode shape it builds one sampler; each learner then runs over the episodes in batches, and the group is
+written as soon as it is complete. Batching only groups work: every episode is drawn from its own number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpicl_bench import __version__
+from gpicl_bench.episodes import EpisodeSampler, project, random_projections
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners import LEARNERS, Learner
+from gpicl_bench.registry import Ref
+from gpicl_bench.results import GroupKey, ResultsFile
+from gpicl_bench.spec import Spec, spec_from_dict
+from gpicl_bench.suites import SplitData, open_suite
+
+DEFAULT_BATCH_SIZE = 500
+
+# Called after each batch with (group, episodes done in the group, episodes in the group).
+ProgressCallback = Callable[[GroupKey, int, int], None]
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """A finished group as the run reports it (the per-episode data are in the results file)."""
+
+    key: GroupKey
+    correct: np.ndarray
+    seconds: float
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.correct / (self.key.way * self.key.query)
+
+    @property
+    def episodes_per_second(self) -> float:
+        return len(self.correct) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; asking for CUDA without it is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but this torch build sees no CUDA device")
+    return torch.device(name)
+
+
+def _git_commit() -> str:
+    """The commit of the checkout gpicl-bench runs from ('+dirty' if modified), or '' outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return ""
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def run_attributes(spec: Spec) -> dict[str, Any]:
+    """What a results file records about the run as a whole, so that anyone can reproduce it."""
+    return {
+        "name": spec.name,
+        "spec": spec.to_json(),
+        "seed": spec.seed,
+        "split": spec.split,
+        "package_version": __version__,
+        "git_commit": _git_commit(),
+        "torch_version": str(torch.__version__),
+        "python_version": platform.python_version(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+    }
+
+
+def evaluate_group(
+    learner: Learner,
+    data: SplitData,
+    sampler: EpisodeSampler,
+    episodes: int,
+    batch_size: int,
+    project_inputs: bool,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Correct queries per episode for episodes 0..episodes-1, computed batch by batch on the data's device."""
+    device = data.features.device
+    way = sampler.shape.way
+    correct = torch.empty(episodes, dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        for start in range(0, episodes, batch_size):
+            ids = torch.arange(start, min(start + batch_size, episodes), device=device)
+            batch = sampler.sample(ids)
+            support_x = data.features[batch.support_index]
+            query_x = data.features[batch.query_index]
+            if project_inputs:
+                maps = random_projections(sampler.seed, ids, data.dim)
+                support_x, query_x = project(support_x, maps), project(query_x, maps)
+            logits = learner.predict(support_x, batch.support_labels, query_x, way)
+            correct[start : start + len(ids)] = (logits.argmax(-1) == batch.query_labels).sum(-1)
+            if on_batch is not None:
+                on_batch(start + len(ids))
+    return correct.cpu().numpy()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The groups of one (suite, shape) still to run, with the data and sampler they share."""
+
+    keys: list[GroupKey]
+    project_inputs: bool
+    data: SplitData
+    sampler: EpisodeSampler
+
+
+def _plan(spec: Spec, done: set[GroupKey]) -> list[_Plan]:
+    """Open every suite and build every sampler first, so that bad input fails before any episode runs."""
+    learners = spec.learner_labels()
+    plans = []
+    for suite_text in dict.fromkeys(spec.suites):
+        suite = open_suite(suite_text)
+        data = suite.suite.load(spec.split)
+        for shape in spec.shapes():
+            sampler = EpisodeSampler(data.labels, shape, spec.seed, where=f"split {spec.split!r} of {suite.label!r}")
+            keys = [GroupKey(suite.label, label, shape.way, shape.shot, shape.query) for label in learners]
+            plans.append(_Plan([k for k in keys if k not in done], suite.project, data, sampler))
+    return [plan for plan in plans if plan.keys]
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+
+
+def check(spec: Spec) -> None:
+    """Raise the user error that running ``spec`` would meet (unknown names, impossible shapes), running nothing."""
+    for label in spec.learner_labels():
+        LEARNERS.build(Ref.parse(label))
+    _plan(spec, set())
+
+
+def run(
+    spec: Spec,
+    results: ResultsFile,
+    device: torch.device,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_progress: ProgressCallback | None = None,
+) -> list[GroupOutcome]:
+    """Evaluate every group of ``spec`` missing from ``results``; each group is saved as soon as it finishes."""
+    check_batch_size(batch_size)
+    learners = {label: LEARNERS.build(Ref.parse(label)) for label in spec.learner_labels()}
+    outcomes = []
+    device_data: tuple[SplitData, SplitData] | None = None  # (data on the CPU, the same on the device)
+    for plan in _plan(spec, results.group_keys()):
+        if device_data is None or device_data[0] is not plan.data:
+            device_data = (
+                plan.data,
+                SplitData(plan.data.features.to(device), plan.data.labels.to(device), plan.data.class_names),
+            )
+        sampler = plan.sampler.to(device)
+        for key in plan.keys:
+            report = (lambda n, key=key: on_progress(key, n, spec.episodes)) if on_progress else None
+            started = dt.datetime.now(dt.timezone.utc)
+            clock = time.perf_counter()
+            correct = evaluate_group(
+                learners[key.learner].to(device),
+                device_data[1],
+                sampler,
+                spec.episodes,
+                batch_size,
+                plan.project_inputs,
+                report,
+            )
+            outcome = GroupOutcome(key, correct, time.perf_counter() - clock)
+            results.add_group(
+                key,
+                np.arange(spec.episodes),
+                correct,
+                {
+                    "split": spec.split,
+                    "seed": spec.seed,
+                    "episodes": spec.episodes,
+                    "device": device.type,
+                    "device_name": torch.cuda.get_device_name(device)
+                    if device.type == "cuda"
+                    else platform.processor(),
+                    "batch_size": batch_size,
+                    "seconds": outcome.seconds,
+                    "episodes_per_second": outcome.episodes_per_second,
+                    "started": started.isoformat(timespec="seconds"),
+                    "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                },
+            )
+            outcomes.append(outcome)
+    return outcomes
+
+
+def spec_for_resume(results: ResultsFile) -> Spec:
+    """The spec stored in a results file, to complete its missing groups."""
+    try:
+        return spec_from_dict(json.loads(results.attrs()["spec"]), f"spec stored in {results.path}")
+    except (KeyError, ValueError):
+        raise UserError(f"{results.path} holds no readable spec to resume from") from None

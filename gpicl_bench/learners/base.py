@@ -1,0 +1,26 @@
+"""The learner interface: whole batches of episodes in, logits out, with no Python loop over episodes."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import Tensor
+
+
+class Learner(abc.ABC):
+    """A few-shot learner. Options are keyword-only constructor arguments (see :mod:`gpicl_bench.registry`)."""
+
+    def to(self, device: torch.device | str) -> Learner:
+        """Move any state (weights) to ``device``; stateless learners need nothing."""
+        return self
+
+    @abc.abstractmethod
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
+        """Logits [E, Q, way] for queries [E, Q, D] given support [E, S, D] with labels [E, S] in 0..way-1."""
+
+
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise squared Euclidean distances [E, M, P] between rows of a [E, M, D] and b [E, P, D]."""
+    cross = torch.bmm(a, b.transpose(1, 2))
+    return (a.square().sum(-1)[:, :, None] - 2 * cross + b.square().sum(-1)[:, None, :]).clamp_min_(0)

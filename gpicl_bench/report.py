@@ -1,0 +1,164 @@
+"""Render summaries and comparisons as rich tables, Markdown, LaTeX or CSV.
+
+Each report is first built as plain :class:`TextTable` objects (title, header, rows of strings), so every format
+shows the same numbers with the same rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+from rich.table import Table
+
+from gpicl_bench.analysis import SETTING
+
+Format = Literal["rich", "markdown", "latex", "csv"]
+FORMATS: tuple[str, ...] = ("rich", "markdown", "latex", "csv")
+BEST = "★"
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """A titled table of already formatted cells; ``bold`` marks rows to emphasise (the best learner)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    bold: list[bool]
+
+
+def setting_title(row: pd.Series) -> str:
+    return (
+        f"{row['suite']} ({row['split']}, seed {row['seed']}) · "
+        f"{row['way']}-way {row['shot']}-shot {row['query']}-query"
+    )
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def p_value(value: float) -> str:
+    if value == 0:
+        return "<1e-300"
+    return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
+
+
+def summary_tables(summary: pd.DataFrame, speed: bool = True) -> list[TextTable]:
+    """Per setting: learner, accuracy (%) ± 95% CI, episodes (and episodes/s); the best learner starred."""
+    tables = []
+    best_of = summary.groupby(SETTING, sort=False)["accuracy"].transform("max")
+    for _, rows in summary.assign(best=summary["accuracy"] == best_of).groupby(SETTING, sort=False):
+        header = ["learner", "accuracy %", "± 95% CI", "episodes"] + (["episodes/s"] if speed else [])
+        cells = []
+        for _, row in rows.iterrows():
+            line = [
+                row["learner"] + (f" {BEST}" if row["best"] else ""),
+                percent(row["accuracy"]),
+                percent(row["ci95"]),
+                str(row["episodes"]),
+            ]
+            cells.append(line + ([f"{row['episodes_per_second']:,.0f}"] if speed else []))
+        tables.append(TextTable(setting_title(rows.iloc[0]), header, cells, rows["best"].tolist()))
+    return tables
+
+
+def pair_tables(pairs: pd.DataFrame) -> list[TextTable]:
+    """Per setting: each pair's paired difference (points), its 95% CI, raw and Holm-adjusted p-values."""
+    tables = []
+    for _, rows in pairs.groupby(SETTING, sort=False):
+        test = "paired t-test" if rows["test"].iloc[0] == "t" else "Wilcoxon signed-rank"
+        header = ["a", "b", "a − b (points)", "± 95% CI", f"p ({test})", "p (Holm)", "episodes"]
+        cells = [
+            [
+                row["learner_a"],
+                row["learner_b"],
+                f"{100 * row['difference']:+.2f}",
+                percent(row["ci95"]),
+                p_value(row["p_value"]),
+                p_value(row["p_holm"]),
+                str(row["episodes"]),
+            ]
+            for _, row in rows.iterrows()
+        ]
+        tables.append(
+            TextTable(
+                "pairs · " + setting_title(rows.iloc[0]),
+                header,
+                cells,
+                [row["p_holm"] < 0.05 for _, row in rows.iterrows()],
+            )
+        )
+    return tables
+
+
+def to_rich(table: TextTable) -> Table:
+    out = Table(title=table.title, title_justify="left")
+    for index, name in enumerate(table.header):
+        out.add_column(name, justify="left" if index == 0 or name in ("a", "b") else "right")
+    for cells, bold in zip(table.rows, table.bold, strict=True):
+        out.add_row(*cells, style="bold" if bold else None)
+    return out
+
+
+def to_markdown(table: TextTable) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    rows = [
+        line([f"**{c}**" if bold else c for c in cells]) for cells, bold in zip(table.rows, table.bold, strict=True)
+    ]
+    align = ["---" if i == 0 or h in ("a", "b") else "---:" for i, h in enumerate(table.header)]
+    return "\n".join([f"**{table.title}**", "", line(table.header), line(align), *rows, ""])
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "−": r"$-$",
+    BEST: r"$\star$",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def to_latex(table: TextTable) -> str:
+    columns = "".join("l" if i == 0 or h in ("a", "b") else "r" for i, h in enumerate(table.header))
+    lines = [
+        f"% {latex_escape(table.title)}",
+        r"\begin{tabular}{" + columns + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in table.header) + r" \\",
+        r"\midrule",
+    ]
+    for cells, bold in zip(table.rows, table.bold, strict=True):
+        escaped = [latex_escape(c) for c in cells]
+        lines.append(" & ".join(rf"\textbf{{{c}}}" if bold else c for c in escaped) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def comparison_csv(summary: pd.DataFrame, pairs: pd.DataFrame) -> str:
+    """One tidy CSV: every pair with both learners' mean accuracies and which learner is best in the setting."""
+    means = summary.set_index([*SETTING, "learner"])["accuracy"]
+    best = summary[summary["best"]].groupby(SETTING)["learner"].agg(" / ".join)
+    frame = pairs.copy()
+    index_a = pd.MultiIndex.from_frame(frame[[*SETTING, "learner_a"]].rename(columns={"learner_a": "learner"}))
+    index_b = pd.MultiIndex.from_frame(frame[[*SETTING, "learner_b"]].rename(columns={"learner_b": "learner"}))
+    frame.insert(len(SETTING) + 2, "accuracy_a", means.reindex(index_a).to_numpy())
+    frame.insert(len(SETTING) + 3, "accuracy_b", means.reindex(index_b).to_numpy())
+    frame["best_in_setting"] = best.reindex(pd.MultiIndex.from_frame(frame[SETTING])).to_numpy()
+    return frame.to_csv(index=False)

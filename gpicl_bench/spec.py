@@ -1,0 +1,142 @@
+"""Benchmark specs: which suites, learners and episode shapes to evaluate, read from TOML and validated up front.
+
+A spec is the whole definition of a run's numbers: two runs of the same spec give the same per-episode results,
+whatever the device, batch size or process count. The defaults are the embedded quick benchmark.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpicl_bench.episodes import EpisodeShape
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners import LEARNERS
+from gpicl_bench.registry import Ref
+from gpicl_bench.results import GroupKey
+from gpicl_bench.suites import open_suite
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+MAX_EPISODES = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A benchmark: the product of suites × ways × shots × queries × learners, ``episodes`` episodes each."""
+
+    name: str = "quick"
+    description: str = "Embedded quick benchmark: digits, plain and randomly projected, 5-way 1/5-shot."
+    suites: tuple[str, ...] = ("digits", "digits:project")
+    learners: tuple[str, ...] = ("protonet", "knn", "logreg")
+    ways: tuple[int, ...] = (5,)
+    shots: tuple[int, ...] = (1, 5)
+    queries: tuple[int, ...] = (15,)
+    episodes: int = 2000
+    seed: int = 0
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\"):
+            raise UserError(f"spec name must be a non-empty name without slashes, got {self.name!r}")
+        for field_name in ("suites", "learners", "ways", "shots", "queries"):
+            if not getattr(self, field_name):
+                raise UserError(f"spec field {field_name!r} is empty")
+        if not 1 <= self.episodes <= MAX_EPISODES:
+            raise UserError(f"episodes must be between 1 and {MAX_EPISODES}, got {self.episodes}")
+        for way in self.ways:
+            for shot in self.shots:
+                for query in self.queries:
+                    EpisodeShape(way, shot, query)
+
+    def shapes(self) -> Iterator[EpisodeShape]:
+        for way in self.ways:
+            for shot in self.shots:
+                for query in self.queries:
+                    yield EpisodeShape(way, shot, query)
+
+    def learner_labels(self) -> list[str]:
+        """Canonical learner labels (checked against the registry), in spec order, without duplicates."""
+        labels = [str(LEARNERS.canonical(Ref.parse(text))) for text in self.learners]
+        return list(dict.fromkeys(labels))
+
+    def groups(self) -> list[GroupKey]:
+        """Every group this spec produces, in run order."""
+        learners = self.learner_labels()
+        return [
+            GroupKey(open_suite(suite).label, learner, shape.way, shape.shot, shape.query)
+            for suite in dict.fromkeys(self.suites)
+            for shape in self.shapes()
+            for learner in learners
+        ]
+
+    def replace(self, **changes: Any) -> Spec:
+        """A copy with the given fields changed; ``None`` values and empty sequences leave a field as it is."""
+        kept = {k: v for k, v in changes.items() if v is not None and v != () and v != []}
+        return dataclasses.replace(self, **_check_types(kept, "options"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_toml(self) -> str:
+        """The spec as TOML that :func:`load_spec` reads back to an equal spec."""
+        return "".join(f"{key} = {json.dumps(value, ensure_ascii=False)}\n" for key, value in self.to_dict().items())
+
+
+def fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(Spec)
+
+
+_TYPES = {f.name: str(f.type) for f in fields()}  # annotations are strings here (postponed evaluation)
+
+
+def _check_types(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate raw values against the spec fields and turn lists into tuples."""
+    out: dict[str, Any] = {}
+    known = {f.name for f in fields()}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"{where}: unknown field {key!r}; fields: {', '.join(sorted(known))}")
+        kind = _TYPES[key]
+        if kind.startswith("tuple"):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            element = int if "int" in kind else str
+            if not all(isinstance(v, element) and not isinstance(v, bool) for v in items):
+                raise UserError(f"{where}: field {key!r} must be a list of {element.__name__}s, got {value!r}")
+            out[key] = tuple(items)
+        else:
+            element = int if kind == "int" else str
+            if not isinstance(value, element) or isinstance(value, bool):
+                raise UserError(f"{where}: field {key!r} must be a {element.__name__}, got {value!r}")
+            out[key] = value
+    return out
+
+
+def spec_from_dict(values: dict[str, Any], where: str = "spec") -> Spec:
+    return Spec(**_check_types(values, where))
+
+
+def load_spec(path: Path) -> Spec:
+    """Read a TOML spec; a missing, unreadable or malformed file is a one-line user error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such spec file: {path}")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read spec {path}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"malformed TOML in spec {path}: {error}") from None
+    values.setdefault("name", path.stem)
+    return spec_from_dict(values, str(path))

@@ -1,0 +1,93 @@
+"""The engine: results independent of batch size, resumable runs, and early checks of the whole spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gpicl_bench import engine
+from gpicl_bench.errors import UserError
+from gpicl_bench.results import ResultsFile, load
+from gpicl_bench.spec import Spec
+
+SMALL = Spec(name="small", episodes=120, learners=("protonet", "knn:k=3", "logreg:steps=100"), shots=(1, 5))
+
+
+def run_to(path: Path, spec: Spec, batch_size: int) -> ResultsFile:
+    results = ResultsFile.create(path, engine.run_attributes(spec))
+    engine.run(spec, results, torch.device("cpu"), batch_size)
+    return results
+
+
+def per_episode(path: Path) -> dict[tuple, np.ndarray]:
+    frame = load(path)
+    keys = ["suite", "learner", "way", "shot", "query"]
+    return {k: g.sort_values("episode")["correct"].to_numpy() for k, g in frame.groupby(keys)}
+
+
+@pytest.mark.slow
+def test_results_do_not_depend_on_batch_size(tmp_path: Path) -> None:
+    """Batches of 37 and of 1000 give identical per-episode results for every learner, plain and projected."""
+    small = per_episode(run_to(tmp_path / "a.h5", SMALL, 37).path)
+    large = per_episode(run_to(tmp_path / "b.h5", SMALL, 1000).path)
+    assert small.keys() == large.keys()
+    assert len(small) == 2 * 2 * 3
+    for key in small:
+        np.testing.assert_array_equal(small[key], large[key], err_msg=str(key))
+
+
+def test_learners_beat_chance_on_digits(tmp_path: Path) -> None:
+    """A sanity floor that a broken gather or label mix-up would fail: 5-way 5-shot digits well above 20%."""
+    spec = Spec(name="floor", suites=("digits",), shots=(5,), episodes=100, learners=("protonet", "knn"))
+    frame = load(run_to(tmp_path / "r.h5", spec, 50).path)
+    means = frame.groupby("learner")["accuracy"].mean()
+    assert (means > 0.8).all(), means
+
+
+def test_resume_completes_only_missing_groups(tmp_path: Path) -> None:
+    """An interrupted run keeps finished groups; resuming adds the rest, equal to an uninterrupted run."""
+    spec = Spec(name="resume", suites=("digits",), shots=(1,), episodes=60, learners=("protonet", "knn"))
+    path = tmp_path / "r.h5"
+    results = ResultsFile.create(path, engine.run_attributes(spec))
+    finished = []
+
+    def stop_in_second_group(key, done, total):
+        finished.append(key)
+        if len(set(finished)) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(spec, results, torch.device("cpu"), 20, stop_in_second_group)
+    assert len(ResultsFile.open(path).group_keys()) == 1
+
+    resumed = engine.spec_for_resume(ResultsFile.open(path))
+    assert resumed == spec
+    seen = []
+    engine.run(resumed, ResultsFile.open(path), torch.device("cpu"), 20, lambda k, d, t: seen.append(k))
+    assert {k.learner for k in seen} == {"knn"}
+    fresh = per_episode(run_to(tmp_path / "fresh.h5", spec, 60).path)
+    assert per_episode(path).keys() == fresh.keys()
+    for key, values in fresh.items():
+        np.testing.assert_array_equal(per_episode(path)[key], values)
+
+
+def test_bad_shape_fails_before_any_group_is_written(tmp_path: Path) -> None:
+    """An impossible setting later in the spec is reported before the first episode runs."""
+    spec = Spec(name="bad", suites=("digits",), shots=(1, 60), episodes=10, learners=("protonet",))
+    results = ResultsFile.create(tmp_path / "r.h5", engine.run_attributes(spec))
+    with pytest.raises(UserError, match="images per class"):
+        engine.run(spec, results, torch.device("cpu"), 10)
+    assert results.group_keys() == set()
+
+
+def test_device_resolution() -> None:
+    assert engine.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="unknown device"):
+        engine.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA"):
+            engine.resolve_device("cuda")
+        assert engine.resolve_device("auto") == torch.device("cpu")

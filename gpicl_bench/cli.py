@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import inspect
+import logging
 import sys
 from enum import Enum
 from pathlib import Path
@@ -13,11 +16,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gpicl_bench import __version__, analysis, engine, report
+from gpicl_bench import __version__, analysis, engine, plots, report, training
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners import LEARNERS
+from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.results import GroupKey, ResultsFile, load
-from gpicl_bench.spec import Spec, load_spec
+from gpicl_bench.spec import Spec, load_spec, read_toml
 from gpicl_bench.suites import SUITES
 
 app = typer.Typer(
@@ -52,6 +55,11 @@ def _options(
     if version:
         stdout.print(f"gpicl-bench {__version__}")
         raise typer.Exit()
+    handler = logging.StreamHandler(sys.stderr)  # e.g. progress of learners meta-trained during a run
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_log = logging.getLogger("gpicl_bench")
+    package_log.handlers[:] = [handler]
+    package_log.setLevel(logging.INFO)
 
 
 @app.command()
@@ -175,6 +183,93 @@ def export_csv(
     frame = load(file)
     table = frame if per_episode else analysis.summarise(frame)
     _write_text(table.to_csv(index=False), output)
+
+
+def _train(
+    spec_path: Annotated[
+        Path | None,
+        typer.Argument(metavar="[SPEC]", help="Training spec (TOML of the knobs below); flags override it."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoint path (NAME.safetensors + NAME.json); default: "
+            "results/checkpoints/<kind>-<timestamp>.safetensors."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    **knobs: object,
+) -> None:
+    """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint."""
+    torch_device = engine.resolve_device(device)
+    values = read_toml(spec_path) if spec_path is not None else {}
+    target = out or values.pop("out", None)
+    values.update({k: v for k, v in knobs.items() if v is not None})
+    options = training.TrainingOptions.from_values(values, str(spec_path or "options"))
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = Path(target) if target else Path("results") / "checkpoints" / f"{options.kind}-{stamp}.safetensors"
+    progress = Progress(
+        TextColumn("meta-training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet,
+        transient=True,
+    )
+    task = progress.add_task("train", total=options.steps, info="")
+    held_out = "-"
+
+    def on_log(entry: training.TrainingLog) -> None:
+        nonlocal held_out
+        if entry.held_out_accuracy is not None:
+            held_out = f"{100 * entry.held_out_accuracy:.1f}%"
+            stderr.print(
+                f"step {entry.step}: loss {entry.loss:.3f}, held-out accuracy {held_out}", markup=False, highlight=False
+            )
+        progress.update(task, completed=entry.step, info=f"loss {entry.loss:.3f} · held-out {held_out}")
+
+    with progress:
+        path = training.train_to_checkpoint(options, torch_device, target, on_log)
+    stdout.print(f"checkpoint: {path}", markup=False, highlight=False)
+
+
+def _training_knob(field: dataclasses.Field[object]) -> inspect.Parameter:
+    """A CLI option for one training knob, defaulting to None so that a spec's value is kept unless given."""
+    kind = training.OPTION_TYPES[str(field.type)]
+    flag = "--" + field.name.replace("_", "-")
+    names = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+    option = typer.Option(
+        names,
+        help=f"{field.metadata['help']} [default: {field.default}]",
+        rich_help_panel="Training knobs",
+        show_default=False,
+    )
+    return inspect.Parameter(
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
+
+
+_fixed = [
+    p
+    for p in inspect.signature(_train, eval_str=True).parameters.values()
+    if p.kind is not inspect.Parameter.VAR_KEYWORD
+]
+_knobs = [_training_knob(f) for f in dataclasses.fields(training.TrainingOptions)]
+_train.__signature__ = inspect.Signature(_fixed + _knobs, return_annotation=None)  # type: ignore[attr-defined]
+_train.__annotations__ = {**{p.name: p.annotation for p in _fixed + _knobs}, "return": None}
+app.command("train")(_train)
+
+
+@app.command()
+def plot(
+    file: Annotated[Path, typer.Argument(metavar="RESULTS.h5", help="Results file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Figure file (PNG, PDF, SVG).")] = Path("results.png"),
+) -> None:
+    """Plot accuracy vs shots with 95% CIs, and in-context learning curves (needs the plot extra: matplotlib)."""
+    stdout.print(f"figure: {plots.plot_results(file, output)}", markup=False, highlight=False)
 
 
 @app.command()

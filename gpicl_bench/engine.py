@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from gpicl_bench import __version__
-from gpicl_bench.episodes import EpisodeSampler, project, random_projections
+from gpicl_bench.episodes import EpisodeSampler
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners import LEARNERS, Learner
+from gpicl_bench.evaluation import evaluate_group
+from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
 from gpicl_bench.results import GroupKey, ResultsFile
 from gpicl_bench.spec import Spec, spec_from_dict
@@ -99,35 +100,6 @@ def run_attributes(spec: Spec) -> dict[str, Any]:
     }
 
 
-def evaluate_group(
-    learner: Learner,
-    data: SplitData,
-    sampler: EpisodeSampler,
-    episodes: int,
-    batch_size: int,
-    project_inputs: bool,
-    on_batch: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Correct queries per episode for episodes 0..episodes-1, computed batch by batch on the data's device."""
-    device = data.features.device
-    way = sampler.shape.way
-    correct = torch.empty(episodes, dtype=torch.int64, device=device)
-    with torch.inference_mode():
-        for start in range(0, episodes, batch_size):
-            ids = torch.arange(start, min(start + batch_size, episodes), device=device)
-            batch = sampler.sample(ids)
-            support_x = data.features[batch.support_index]
-            query_x = data.features[batch.query_index]
-            if project_inputs:
-                maps = random_projections(sampler.seed, ids, data.dim)
-                support_x, query_x = project(support_x, maps), project(query_x, maps)
-            logits = learner.predict(support_x, batch.support_labels, query_x, way)
-            correct[start : start + len(ids)] = (logits.argmax(-1) == batch.query_labels).sum(-1)
-            if on_batch is not None:
-                on_batch(start + len(ids))
-    return correct.cpu().numpy()
-
-
 @dataclass(frozen=True)
 class _Plan:
     """The groups of one (suite, shape) still to run, with the data and sampler they share."""
@@ -185,37 +157,30 @@ def run(
         sampler = plan.sampler.to(device)
         for key in plan.keys:
             report = (lambda n, key=key: on_progress(key, n, spec.episodes)) if on_progress else None
+            learner = learners[key.learner].to(device)  # a fresh sequence learner meta-trains here, untimed
             started = dt.datetime.now(dt.timezone.utc)
             clock = time.perf_counter()
-            correct = evaluate_group(
-                learners[key.learner].to(device),
-                device_data[1],
-                sampler,
-                spec.episodes,
-                batch_size,
-                plan.project_inputs,
-                report,
+            evaluation = evaluate_group(
+                learner, device_data[1], sampler, spec.episodes, batch_size, plan.project_inputs, report, True
             )
-            outcome = GroupOutcome(key, correct, time.perf_counter() - clock)
-            results.add_group(
-                key,
-                np.arange(spec.episodes),
-                correct,
-                {
-                    "split": spec.split,
-                    "seed": spec.seed,
-                    "episodes": spec.episodes,
-                    "device": device.type,
-                    "device_name": torch.cuda.get_device_name(device)
-                    if device.type == "cuda"
-                    else platform.processor(),
-                    "batch_size": batch_size,
-                    "seconds": outcome.seconds,
-                    "episodes_per_second": outcome.episodes_per_second,
-                    "started": started.isoformat(timespec="seconds"),
-                    "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                },
+            outcome = GroupOutcome(key, evaluation.correct, time.perf_counter() - clock)
+            attributes = {
+                "split": spec.split,
+                "seed": spec.seed,
+                "episodes": spec.episodes,
+                "device": device.type,
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+                "batch_size": batch_size,
+                "seconds": outcome.seconds,
+                "episodes_per_second": outcome.episodes_per_second,
+                "started": started.isoformat(timespec="seconds"),
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "learner_details": json.dumps(learner.details(), sort_keys=True),
+            }
+            curves = (
+                {"position_accuracy": evaluation.position_accuracy} if evaluation.position_accuracy is not None else {}
             )
+            results.add_group(key, np.arange(spec.episodes), evaluation.correct, attributes, curves)
             outcomes.append(outcome)
     return outcomes
 

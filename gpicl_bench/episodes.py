@@ -31,6 +31,12 @@ STREAM_IMAGE_ORDER = 3
 STREAM_SUPPORT_ORDER = 4
 STREAM_PROJECTION = 5
 STREAM_CLASS_ORDER = 6
+STREAM_INPUT_MAP = 7  # the fixed input-size map of sequence learners
+STREAM_TASK_POOL = 8  # meta-training: which pooled task each sequence uses
+STREAM_TASK_CLASSES = 9  # meta-training: a task's classes and their labels
+STREAM_TASK_PROJECTION = 10  # meta-training: a task's projection (never the evaluation stream)
+STREAM_TASK_EXAMPLES = 11  # meta-training: the examples of each sequence
+STREAM_QUERY_ORDER = 12  # the sequence view of an episode: order of its queries after the support
 
 
 def _mul32(x: Tensor, constant: int) -> Tensor:
@@ -75,14 +81,17 @@ def floyd_sample(key: Tensor, counters: tuple[Tensor, ...], population: Tensor, 
     """k distinct integers in [0, population[r]) for every row r, as a set (Floyd's algorithm, k steps).
 
     ``counters`` (each [R], values < 2**32) make each row's draw distinct; ``population`` [R] is its size (≥ k).
+    The random bits of all k steps do not depend on earlier picks, so they are drawn at once.
     """
     rows = population.shape[0]
+    steps = torch.arange(k, device=population.device)
+    bits = random_bits(key, *(c[:, None] for c in counters), steps[None, :])  # [R, k]
+    uppers = population[:, None] - k + steps[None, :]
+    picks = bits % (uppers + 1)
     chosen = torch.empty((rows, k), dtype=torch.int64, device=population.device)
     for step in range(k):
-        upper = population - k + step
-        pick = random_bits(key, *counters, torch.full_like(population, step)) % (upper + 1)
-        taken = (chosen[:, :step] == pick[:, None]).any(dim=1)
-        chosen[:, step] = torch.where(taken, upper, pick)
+        taken = (chosen[:, :step] == picks[:, step, None]).any(dim=1)
+        chosen[:, step] = torch.where(taken, uppers[:, step], picks[:, step])
     return chosen
 
 
@@ -201,26 +210,40 @@ class EpisodeSampler:
         )
 
 
+def as_sequence(episodes: Episodes, seed: int) -> tuple[Tensor, Tensor]:
+    """An episode as one sequence (rows [E, T], labels [E, T]): its support, then its queries in a seeded random
+    order — the view in which in-context learning curves (accuracy after t examples) are measured."""
+    positions = torch.arange(episodes.query_index.shape[1], device=episodes.ids.device)
+    bits = random_bits(stream_key(seed, STREAM_QUERY_ORDER, episodes.ids.device), episodes.ids[:, None], positions)
+    order = _random_order(bits)
+    rows = torch.cat([episodes.support_index, torch.gather(episodes.query_index, 1, order)], 1)
+    labels = torch.cat([episodes.support_labels, torch.gather(episodes.query_labels, 1, order)], 1)
+    return rows, labels
+
+
 def uniform_open(bits: Tensor) -> Tensor:
     """Map 32 random bits to float64 uniforms in (0, 1)."""
     return (bits.to(torch.float64) + 0.5) / 4294967296.0
 
 
-def random_projections(seed: int, ids: Tensor, dim: int, stream: int = STREAM_PROJECTION) -> Tensor:
-    """One random linear map per episode, [E, dim, dim] with entries N(0, 1/dim) (the GPICL task augmentation).
+def random_projections(
+    seed: int, ids: Tensor, dim: int, out_dim: int | None = None, stream: int = STREAM_PROJECTION
+) -> Tensor:
+    """One random linear map per id, [E, out_dim, dim] with entries N(0, 1/dim) (the GPICL task augmentation).
 
     Gaussians come from Box-Muller on hashed uniforms, computed in float64 and rounded to float32, so the
     projection of episode ``i`` is the same on every device up to (rare) last-bit rounding of log/cos.
     """
     device = ids.device
-    entry = torch.arange(dim * dim, device=device)
+    out_dim = dim if out_dim is None else out_dim
+    entry = torch.arange(out_dim * dim, device=device)
     key = stream_key(seed, stream, device)
     u1 = uniform_open(random_bits(key, ids[:, None], 2 * entry[None, :]))
     u2 = uniform_open(random_bits(key, ids[:, None], 2 * entry[None, :] + 1))
     normal = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
-    return (normal / math.sqrt(dim)).to(torch.float32).reshape(ids.shape[0], dim, dim)
+    return (normal / math.sqrt(dim)).to(torch.float32).reshape(ids.shape[0], out_dim, dim)
 
 
 def project(features: Tensor, projections: Tensor) -> Tensor:
-    """Apply each episode's projection to its rows: [E, M, d] x [E, d, d] → [E, M, d] (x ↦ A x)."""
+    """Apply each episode's projection to its rows: [E, M, d] x [E, d_out, d] → [E, M, d_out] (x ↦ A x)."""
     return torch.bmm(features, projections.transpose(1, 2))

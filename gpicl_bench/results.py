@@ -5,10 +5,13 @@ Schema (format ``gpicl-bench-results``, version 1)::
     /                      attrs: format, format_version, name, spec (JSON), seed, split, package_version,
                                   git_commit, torch_version, python_version, created, command
     /groups/<group name>   attrs: suite, learner, way, shot, query, split, seed, episodes, device, device_name,
-                                  batch_size, seconds, episodes_per_second, started, finished
+                                  batch_size, seconds, episodes_per_second, started, finished,
+                                  learner_details (JSON: e.g. a checkpoint and how it was trained)
         episode   int64 [E]    episode numbers (the sampler's counter: same number → same episode)
         correct   int32 [E]    correctly classified queries per episode (out of way × query)
         accuracy  float64 [E]  correct / (way × query)
+        position_accuracy  float64 [T]  (sequence learners) accuracy at position t of the sequence view of the
+                                        episodes — support, then queries in a seeded order — after t examples
 
 Group names are readable but not parsed: the attributes are the source of truth. Every change goes to a copy of the
 file that replaces the original in one ``os.replace``, so an interrupted run leaves either the old file or the new
@@ -130,8 +133,15 @@ class ResultsFile:
         with h5py.File(self.path, "r") as handle:
             return {GroupKey(**{k: _read_attrs(g)[k] for k in KEY_COLUMNS}) for g in handle["groups"].values()}
 
-    def add_group(self, key: GroupKey, episodes: np.ndarray, correct: np.ndarray, attrs: dict[str, Any]) -> None:
-        """Add one finished group atomically."""
+    def add_group(
+        self,
+        key: GroupKey,
+        episodes: np.ndarray,
+        correct: np.ndarray,
+        attrs: dict[str, Any],
+        curves: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Add one finished group atomically, with optional curves (e.g. ``position_accuracy``)."""
         total = key.way * key.query
         with _replacing(self.path) as temporary, h5py.File(temporary, "r+") as handle:
             group = handle["groups"].create_group(key.name)
@@ -139,6 +149,8 @@ class ResultsFile:
             group.create_dataset("episode", data=np.asarray(episodes, dtype=np.int64))
             group.create_dataset("correct", data=np.asarray(correct, dtype=np.int32))
             group.create_dataset("accuracy", data=np.asarray(correct, dtype=np.float64) / total)
+            for name, values in (curves or {}).items():
+                group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
 
     def frame(self) -> pd.DataFrame:
         """One row per episode of every group, with the group's attributes as columns."""
@@ -154,6 +166,29 @@ class ResultsFile:
         if not frames:
             return pd.DataFrame(columns=[*GROUP_COLUMNS, *EPISODE_COLUMNS])
         return pd.concat(frames, ignore_index=True)
+
+
+def load_curves(path: str | os.PathLike[str], name: str = "position_accuracy") -> pd.DataFrame:
+    """A per-group curve as tidy rows: the group's key columns, ``position`` (examples seen before) and ``value``."""
+    results = ResultsFile.open(Path(path))
+    frames = []
+    with h5py.File(results.path, "r") as handle:
+        for group in handle["groups"].values():
+            if name in group:
+                attrs = _read_attrs(group)
+                values = group[name][()]
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            **{c: attrs.get(c) for c in GROUP_COLUMNS},
+                            "position": np.arange(len(values)),
+                            "value": values,
+                        }
+                    )
+                )
+    return (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*GROUP_COLUMNS, "position", "value"])
+    )
 
 
 def load(path: str | os.PathLike[str]) -> pd.DataFrame:

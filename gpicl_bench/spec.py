@@ -16,7 +16,7 @@ from typing import Any
 
 from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners import LEARNERS
+from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
 from gpicl_bench.results import GroupKey
 from gpicl_bench.suites import open_suite
@@ -34,13 +34,13 @@ class Spec:
     """A benchmark: the product of suites × ways × shots × queries × learners, ``episodes`` episodes each."""
 
     name: str = "quick"
-    description: str = "Embedded quick benchmark: digits, plain and randomly projected, 5-way 1/5-shot."
-    suites: tuple[str, ...] = ("digits", "digits:project")
-    learners: tuple[str, ...] = ("protonet", "knn", "logreg")
+    description: str = "Embedded quick benchmark: unseen projected digits tasks, 5-way 1/5-shot, GPICL vs classics."
+    suites: tuple[str, ...] = ("digits:project",)
+    learners: tuple[str, ...] = ("protonet", "knn", "logreg", "gpicl")
     ways: tuple[int, ...] = (5,)
     shots: tuple[int, ...] = (1, 5)
     queries: tuple[int, ...] = (15,)
-    episodes: int = 2000
+    episodes: int = 1000
     seed: int = 0
     split: str = "test"
 
@@ -127,16 +127,21 @@ def spec_from_dict(values: dict[str, Any], where: str = "spec") -> Spec:
     return Spec(**_check_types(values, where))
 
 
-def load_spec(path: Path) -> Spec:
-    """Read a TOML spec; a missing, unreadable or malformed file is a one-line user error."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing, unreadable or malformed file is a one-line user error."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such spec file: {path}")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read spec {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"malformed TOML in spec {path}: {error}") from None
-    values.setdefault("name", path.stem)
+
+
+def load_spec(path: Path) -> Spec:
+    """Read a benchmark spec from TOML; its name defaults to the file's stem."""
+    values = read_toml(path)
+    values.setdefault("name", Path(path).stem)
     return spec_from_dict(values, str(path))

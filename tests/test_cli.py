@@ -12,6 +12,7 @@ import pytest
 from gpicl_bench.results import load
 
 QUICK = ["--episodes", "40", "--shots", "1", "--learner", "protonet", "--learner", "knn", "--quiet"]
+QUICK += ["--suite", "digits", "--suite", "digits:project"]
 
 
 @pytest.fixture

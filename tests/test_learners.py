@@ -11,10 +11,10 @@ from threadpoolctl import threadpool_limits
 
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners import LEARNERS
 from gpicl_bench.learners.knn import KNearestNeighbours
 from gpicl_bench.learners.logreg import LogisticRegression
 from gpicl_bench.learners.protonet import ProtoNet
+from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
 from gpicl_bench.suites import open_suite
 

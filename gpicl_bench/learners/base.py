@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -15,9 +16,22 @@ class Learner(abc.ABC):
         """Move any state (weights) to ``device``; stateless learners need nothing."""
         return self
 
+    def details(self) -> dict[str, Any]:
+        """What results should record about this learner beyond its name (e.g. its checkpoint); JSON-serialisable."""
+        return {}
+
     @abc.abstractmethod
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
         """Logits [E, Q, way] for queries [E, Q, D] given support [E, S, D] with labels [E, S] in 0..way-1."""
+
+
+@runtime_checkable
+class SequencePredictor(Protocol):
+    """Learners that also read an episode as one sequence report an in-context learning curve."""
+
+    def sequence_predictions(self, x: Tensor, y: Tensor, way: int) -> Tensor:
+        """Predicted labels [E, T]: position t predicts y_t from examples 0..t−1 and x_t."""
+        ...
 
 
 def squared_distances(a: Tensor, b: Tensor) -> Tensor:

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from gpicl_bench.registry import Ref, Registry, coerce_option
 from gpicl_bench.suites.base import SplitData, Suite
 from gpicl_bench.suites.digits import Digits
+from gpicl_bench.suites.idx import IDX
 
 SUITES: Registry[Suite] = Registry("suite")
 SUITES.register("digits", "scikit-learn's 8×8 handwritten digits, 10 classes split by image (embedded, no download)")(
     Digits
 )
+SUITES.register("idx", "MNIST, Fashion-MNIST, KMNIST or EMNIST from IDX files in root=DIR (optional resize=N)")(IDX)
 
 __all__ = ["SUITES", "OpenSuite", "SplitData", "Suite", "open_suite"]
 

@@ -10,31 +10,20 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
 
-from gpicl_bench.errors import UserError
-from gpicl_bench.suites.base import SplitData
+from gpicl_bench.suites.base import SplitData, split_by_class, standardised_split
 
 SPLIT_FRACTIONS = {"train": 0.5, "val": 0.2, "test": 0.3}
 SPLIT_SEED = 20221209  # fixed forever: changing it changes every digits result
 
 
 @functools.cache
-def _split_rows() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def _digits() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     from sklearn.datasets import load_digits
 
     data = load_digits()
     images, labels = data.data.astype(np.float32), data.target.astype(np.int64)
-    rng = np.random.default_rng(SPLIT_SEED)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_FRACTIONS}
-    for label in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        n_train = round(len(rows) * SPLIT_FRACTIONS["train"])
-        n_val = round(len(rows) * SPLIT_FRACTIONS["val"])
-        parts["train"].append(rows[:n_train])
-        parts["val"].append(rows[n_train : n_train + n_val])
-        parts["test"].append(rows[n_train + n_val :])
-    return images, labels, {name: np.sort(np.concatenate(rows)) for name, rows in parts.items()}
+    return images, labels, split_by_class(labels, SPLIT_FRACTIONS, SPLIT_SEED)
 
 
 class Digits:
@@ -43,14 +32,5 @@ class Digits:
     splits = tuple(SPLIT_FRACTIONS)
 
     def load(self, split: str) -> SplitData:
-        if split not in SPLIT_FRACTIONS:
-            raise UserError(f"digits has no split {split!r}; splits: {', '.join(SPLIT_FRACTIONS)}")
-        images, labels, rows = _split_rows()
-        train = images[rows["train"]]
-        mean, std = train.mean(), train.std()
-        chosen = rows[split]
-        return SplitData(
-            features=torch.from_numpy((images[chosen] - mean) / std),
-            labels=torch.from_numpy(labels[chosen]),
-            class_names=tuple(str(d) for d in range(10)),
-        )
+        images, labels, rows = _digits()
+        return standardised_split(images, labels, rows, split, "digits", tuple(str(d) for d in range(10)))

@@ -1,0 +1,68 @@
+"""Batched evaluation of one learner on one episode sampler: the hot loop every command shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gpicl_bench.episodes import EpisodeSampler, as_sequence, project, random_projections
+from gpicl_bench.learners.base import Learner, SequencePredictor
+from gpicl_bench.suites.base import SplitData
+
+CURVE_EPISODES = 1000  # the in-context learning curve is the mean over the first episodes only: it costs a forward
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Correct queries per episode, and for sequence learners the accuracy at each position of the sequence view."""
+
+    correct: np.ndarray
+    position_accuracy: np.ndarray | None
+
+
+def evaluate_group(
+    learner: Learner,
+    data: SplitData,
+    sampler: EpisodeSampler,
+    episodes: int,
+    batch_size: int,
+    project_inputs: bool,
+    on_batch: Callable[[int], None] | None = None,
+    with_curve: bool = False,
+) -> Evaluation:
+    """Evaluate episodes 0..episodes-1 batch by batch on the data's device (``with_curve``: also the in-context
+    learning curve of learners that read sequences)."""
+    device = data.features.device
+    way = sampler.shape.way
+    correct = torch.empty(episodes, dtype=torch.int64, device=device)
+    curve = with_curve and isinstance(learner, SequencePredictor)
+    length = way * (sampler.shape.shot + sampler.shape.query)
+    position_correct = torch.zeros(length, dtype=torch.int64, device=device)
+    with torch.inference_mode():
+        for start in range(0, episodes, batch_size):
+            ids = torch.arange(start, min(start + batch_size, episodes), device=device)
+            batch = sampler.sample(ids)
+            maps = random_projections(sampler.seed, ids, data.dim) if project_inputs else None
+            support_x, query_x = _inputs(data, batch.support_index, maps), _inputs(data, batch.query_index, maps)
+            logits = learner.predict(support_x, batch.support_labels, query_x, way)
+            correct[start : start + len(ids)] = (logits.argmax(-1) == batch.query_labels).sum(-1)
+            if curve and start < CURVE_EPISODES:
+                keep = ids < CURVE_EPISODES
+                rows, labels = as_sequence(batch, sampler.seed)
+                inputs = _inputs(data, rows, maps)[keep]
+                predicted = learner.sequence_predictions(inputs, labels[keep], way)
+                position_correct += (predicted == labels[keep]).sum(0)
+            if on_batch is not None:
+                on_batch(start + len(ids))
+    positions = (position_correct.double() / min(episodes, CURVE_EPISODES)).cpu().numpy() if curve else None
+    return Evaluation(correct.cpu().numpy(), positions)
+
+
+def _inputs(data: SplitData, rows: Tensor, maps: Tensor | None) -> Tensor:
+    """Features of the given rows [E, M], through each episode's projection when the suite is projected."""
+    features = data.features[rows]
+    return project(features, maps) if maps is not None else features

@@ -1,0 +1,113 @@
+"""Registry-facing sequence learners: a checkpoint (the shipped one by default), or one meta-trained on the spot.
+
+``gpicl`` is the shipped checkpoint; ``gpicl:checkpoint=PATH`` any checkpoint; ``gpicl:fresh,steps=500,…`` a model
+meta-trained with those :class:`~gpicl_bench.training.TrainingOptions` when the run reaches it (then evaluated like
+any other learner). ``lstm`` works the same way but ships no checkpoint. Checkpoints load when the learner is built,
+so a corrupt or mismatched one fails before any episode runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gpicl_bench import checkpoints
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners.base import Learner
+from gpicl_bench.learners.sequence import SequenceLearner
+from gpicl_bench.training import OPTION_TYPES, TrainingLog, TrainingOptions, train
+
+log = logging.getLogger(__name__)
+TRAINING_FIELDS = [f for f in dataclasses.fields(TrainingOptions) if f.name != "kind"]
+
+
+class MetaTrained(Learner):
+    """A sequence model from a checkpoint, or trained from scratch at :meth:`to` when ``fresh``."""
+
+    def __init__(self, kind: str, checkpoint: str, fresh: bool, training: dict[str, Any]) -> None:
+        self.kind = kind
+        self.learner: SequenceLearner | None = None
+        self.metadata: dict[str, Any] = {}
+        self.checkpoint = ""
+        if fresh:
+            if checkpoint:
+                raise UserError("give either checkpoint=… or fresh, not both")
+            self.options = TrainingOptions.from_values({"kind": kind, **training}, f"{kind} learner")
+            return
+        if training:
+            raise UserError(f"training options ({', '.join(sorted(training))}) need the flag fresh")
+        if not checkpoint and kind == "lstm":
+            raise UserError("lstm ships no checkpoint: use lstm:checkpoint=PATH or lstm:fresh,…")
+        self.checkpoint = str(checkpoint or checkpoints.SHIPPED.relative_to(checkpoints.SHIPPED.parents[2]))
+        model, metadata = checkpoints.load(checkpoint or checkpoints.SHIPPED)
+        if model.config.kind != kind:
+            raise UserError(f"checkpoint {checkpoint} holds a {model.config.kind} model, not a {kind}")
+        self.metadata = metadata
+        self.learner = SequenceLearner(model)
+
+    def details(self) -> dict[str, Any]:
+        summary = {k: v for k, v in self.metadata.items() if k != "metrics"}
+        summary["metrics"] = {k: v for k, v in self.metadata.get("metrics", {}).items() if k != "history"}
+        return {"checkpoint": self.checkpoint, **summary} if self.checkpoint else summary
+
+    def to(self, device: torch.device | str) -> MetaTrained:
+        if self.learner is None:
+            log.info("meta-training a fresh %s for %d steps", self.kind, self.options.steps)
+            result = train(self.options, torch.device(device), _log_progress)
+            self.metadata = result.metadata
+            self.learner = SequenceLearner(result.model)
+        self.learner.to(device)
+        return self
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
+        if self.learner is None:
+            raise RuntimeError("call .to(device) first: it meta-trains a fresh model")
+        return self.learner.predict(support_x, support_y, query_x, way)
+
+    def sequence_predictions(self, x: Tensor, y: Tensor, way: int) -> Tensor:
+        if self.learner is None:
+            raise RuntimeError("call .to(device) first: it meta-trains a fresh model")
+        return self.learner.sequence_predictions(x, y, way)
+
+
+def _log_progress(entry: TrainingLog) -> None:
+    if entry.held_out_accuracy is not None:
+        log.info(
+            "step %d/%d: loss %.3f, held-out accuracy %.1f%%",
+            entry.step,
+            entry.steps,
+            entry.loss,
+            100 * entry.held_out_accuracy,
+        )
+
+
+def factory(kind: str) -> Callable[..., MetaTrained]:
+    """A registry factory whose keyword-only options are ``checkpoint``, ``fresh`` and every training knob."""
+
+    def build(*, checkpoint: str = "", fresh: bool = False, **training: Any) -> MetaTrained:
+        return MetaTrained(kind, checkpoint, fresh, training)
+
+    parameters = [
+        inspect.Parameter("checkpoint", inspect.Parameter.KEYWORD_ONLY, default="", annotation=str),
+        inspect.Parameter("fresh", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool),
+    ] + [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=OPTION_TYPES[str(f.type)]
+        )
+        for f in TRAINING_FIELDS
+    ]
+    build.__signature__ = inspect.Signature(parameters, return_annotation=MetaTrained)  # type: ignore[attr-defined]
+    build.__annotations__ = {
+        "checkpoint": str,
+        "fresh": bool,
+        "return": MetaTrained,
+        **{f.name: OPTION_TYPES[str(f.type)] for f in TRAINING_FIELDS},
+    }
+    build.__name__ = f"{kind}_learner"
+    return build

@@ -1,0 +1,134 @@
+"""What GPICL-style sequence learners share: tokens, the input-size rule, and the episode view of a sequence model.
+
+A sequence model reads tokens ``[x_t ; one-hot(y_{t-1})]`` (a "no label" symbol at t = 0) and predicts ``y_t`` at
+every position; meta-training (``gpicl_bench.training``) uses that sequence view. On a few-shot episode the support
+set, in the sampler's seeded random order, is the context, and each query is read at the position right after it,
+seeing the support and itself only, never another query.
+
+Input-size rule: every input vector is standardised over its own features (zero mean, unit variance); features of
+dimension D ≠ ``input_dim`` then go through one fixed Gaussian map D → ``input_dim`` (entries N(0, 1/D), seeded by D
+alone, so the same in every run) and are standardised again. One checkpoint thus runs on any suite or encoder, whatever
+its dimension, offset or scale.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gpicl_bench.episodes import STREAM_INPUT_MAP, random_projections
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners.base import Learner
+
+INPUT_MAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Architecture of a sequence learner; ``kind`` names the registered model class."""
+
+    kind: str = "transformer"
+    input_dim: int = 64
+    max_classes: int = 10
+    d_model: int = 128
+    layers: int = 4
+    heads: int = 4
+
+    def __post_init__(self) -> None:
+        if self.max_classes < 2 or min(self.input_dim, self.d_model, self.layers, self.heads) < 1:
+            raise UserError(f"invalid model size: {self}")
+        if self.kind == "transformer" and self.d_model % self.heads:
+            raise UserError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SequenceConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise UserError(f"unknown model settings {sorted(unknown)}")
+        return cls(**values)
+
+
+@functools.cache
+def _input_map(in_dim: int, out_dim: int, device: str) -> Tensor:
+    ids = torch.tensor([in_dim], device=device)
+    return random_projections(INPUT_MAP_SEED, ids, in_dim, out_dim, stream=STREAM_INPUT_MAP)[0]
+
+
+def prepare_inputs(x: Tensor, input_dim: int) -> Tensor:
+    """Apply the input-size rule: standardise each vector, map it to ``input_dim`` when needed, standardise again."""
+    x = _standardise(x)
+    if x.shape[-1] != input_dim:
+        x = _standardise(x @ _input_map(x.shape[-1], input_dim, str(x.device)).T)
+    return x
+
+
+def _standardise(x: Tensor) -> Tensor:
+    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-6)
+
+
+def make_tokens(x: Tensor, previous_labels: Tensor, max_classes: int) -> Tensor:
+    """Tokens [..., input_dim + max_classes + 1]: inputs beside the one-hot previous label (index 0 = no label)."""
+    return torch.cat([x, F.one_hot(previous_labels + 1, max_classes + 1).to(x.dtype)], dim=-1)
+
+
+def shift_labels(labels: Tensor) -> Tensor:
+    """Previous-label sequence: -1 (no label) at t = 0, then y_0 … y_{T-2}."""
+    return F.pad(labels[..., :-1], (1, 0), value=-1)
+
+
+class SequenceModel(nn.Module, abc.ABC):
+    """A trainable sequence model with both views; subclasses define the two forward passes."""
+
+    def __init__(self, config: SequenceConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def token_dim(self) -> int:
+        return self.config.input_dim + self.config.max_classes + 1
+
+    @abc.abstractmethod
+    def sequence_logits(self, tokens: Tensor) -> Tensor:
+        """Causal logits [B, T, max_classes]: position t sees tokens 0..t."""
+
+    @abc.abstractmethod
+    def episode_logits(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
+        """Logits [E, Q, max_classes] for each query token read right after the support tokens."""
+
+
+class SequenceLearner(Learner):
+    """The few-shot learner view of a sequence model (queries never see each other)."""
+
+    def __init__(self, model: SequenceModel) -> None:
+        self.model = model.eval()
+
+    def to(self, device: torch.device | str) -> SequenceLearner:
+        self.model.to(device)
+        return self
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
+        config = self.model.config
+        if way > config.max_classes:
+            raise UserError(f"this model handles at most {config.max_classes}-way episodes, not {way}-way")
+        support = make_tokens(prepare_inputs(support_x, config.input_dim), shift_labels(support_y), config.max_classes)
+        last = support_y[:, -1:].expand(-1, query_x.shape[1])
+        query = make_tokens(prepare_inputs(query_x, config.input_dim), last, config.max_classes)
+        with torch.no_grad():
+            return self.model.episode_logits(support, query)[..., :way].float()
+
+    def sequence_predictions(self, x: Tensor, y: Tensor, way: int) -> Tensor:
+        config = self.model.config
+        tokens = make_tokens(prepare_inputs(x, config.input_dim), shift_labels(y), config.max_classes)
+        with torch.no_grad():
+            return self.model.sequence_logits(tokens)[..., :way].argmax(-1)

@@ -1,0 +1,254 @@
+"""Meta-training of sequence learners on GPICL's task distribution, and the checkpoint it produces.
+
+The loop: a batch of task sequences from :mod:`gpicl_bench.tasks`, cross-entropy at every position over the task's
+``way`` classes, Adam with linear warm-up and gradient-norm clipping. Every ``eval_every`` steps, and at the end, the
+model is evaluated as a few-shot learner on the source's ``val`` split with randomly projected episodes — projections
+from the evaluation stream, which training never sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gpicl_bench import checkpoints
+from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
+from gpicl_bench.errors import UserError
+from gpicl_bench.evaluation import evaluate_group
+from gpicl_bench.learners.sequence import (
+    SequenceConfig,
+    SequenceLearner,
+    SequenceModel,
+    make_tokens,
+    prepare_inputs,
+    shift_labels,
+)
+from gpicl_bench.suites import open_suite
+from gpicl_bench.tasks import TaskDistribution, TaskStream
+
+OPTION_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+PLATEAU_EXIT = 0.8  # the loss has left the plateau once the smoothed loss of regular tasks is below 80% of chance
+HELD_OUT_SEED = 1_000_003  # seed of the held-out episodes (val split, evaluation projection stream)
+
+
+def knob(default: Any, help: str) -> Any:
+    """A training option with the help text that ``gpicl-bench train --help`` shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Every knob of meta-training; the defaults are the recipe of the shipped checkpoint."""
+
+    source: str = knob("digits", "suite reference whose 'train' split provides the inputs (e.g. digits)")
+    kind: str = knob("transformer", "model: transformer (GPICL) or lstm")
+    d_model: int = knob(128, "model width (transformer) or hidden size (lstm)")
+    layers: int = knob(4, "number of Transformer blocks or LSTM layers")
+    heads: int = knob(4, "attention heads (transformer)")
+    max_classes: int = knob(10, "label outputs of the model; N-way episodes use the first N")
+    way: int = knob(5, "classes per meta-training task (the most, with min_way)")
+    min_way: int = knob(2, "if set, each task's class count is uniform in [min_way, way] (0 = always way)")
+    sequence_length: int = knob(40, "examples per meta-training sequence (L)")
+    tasks: int = knob(0, "number of distinct tasks: 0 = fresh tasks every step, else a finite pool (e.g. 2**13)")
+    bias_fraction: float = knob(0.0, "share of every batch that uses one fixed label permutation (curriculum)")
+    copy_fraction: float = knob(0.25, "share of every batch whose tasks repeat one fixed image per class")
+    curriculum_steps: int = knob(
+        500, "min_way and copy_fraction apply for this many steps, and on until the loss plateau is left (0 = always)"
+    )
+    project: bool = knob(True, "random linear projection per task (GPICL's augmentation)")
+    batch_size: int = knob(128, "sequences per step (meta-batch size)")
+    steps: int = knob(2000, "optimiser steps")
+    time_budget: float = knob(0.0, "stop after this many seconds (0 = no limit)")
+    lr: float = knob(3e-3, "Adam learning rate after warm-up (cosine decay to lr/10 at the last step)")
+    adam_eps: float = knob(1e-8, "Adam epsilon (the paper: smaller helps to leave the loss plateau)")
+    warmup: int = knob(100, "linear learning-rate warm-up steps")
+    clip: float = knob(1.0, "gradient-norm clipping")
+    seed: int = knob(0, "seed of the initialisation and the task stream")
+    eval_every: int = knob(250, "steps between held-out evaluations")
+    eval_episodes: int = knob(500, "episodes per held-out evaluation")
+    eval_shot: int = knob(5, "shots of the held-out episodes (way-way, 5 queries per class, 'val' split)")
+
+    def __post_init__(self) -> None:
+        if min(self.batch_size, self.steps, self.eval_every, self.eval_episodes, self.eval_shot) < 1:
+            raise UserError("batch_size, steps, eval_every, eval_episodes and eval_shot must be positive")
+        if self.lr <= 0 or self.adam_eps <= 0 or self.time_budget < 0 or self.warmup < 0 or self.clip <= 0:
+            raise UserError("lr, adam_eps and clip must be positive; time_budget and warmup not negative")
+        if self.way > self.max_classes:
+            raise UserError(f"way ({self.way}) exceeds the model's max_classes ({self.max_classes})")
+
+    def model_config(self, input_dim: int) -> SequenceConfig:
+        return SequenceConfig(
+            kind=self.kind,
+            input_dim=input_dim,
+            max_classes=self.max_classes,
+            d_model=self.d_model,
+            layers=self.layers,
+            heads=self.heads,
+        )
+
+    def distribution(self, warming_up: bool = True) -> TaskDistribution:
+        """The task distribution; after the curriculum (``warming_up`` False) without the plateau aids."""
+        return TaskDistribution(
+            way=self.way,
+            min_way=self.min_way if warming_up else 0,
+            length=self.sequence_length,
+            tasks=self.tasks,
+            bias_fraction=self.bias_fraction,
+            copy_fraction=self.copy_fraction if warming_up else 0.0,
+            project=self.project,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], where: str) -> TrainingOptions:
+        """Options from a spec or flags, each value checked against its field's type."""
+        fields = {f.name: OPTION_TYPES[str(f.type)] for f in dataclasses.fields(cls)}
+        for key, value in values.items():
+            if key not in fields:
+                raise UserError(f"{where}: unknown training option {key!r}; options: {', '.join(fields)}")
+            expected = fields[key]
+            valid = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+            if not valid and not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
+                raise UserError(f"{where}: option {key!r} must be a {expected.__name__}, got {value!r}")
+        return cls(**{k: float(v) if fields[k] is float else v for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class TrainingLog:
+    """One progress report: step, smoothed training loss, and held-out accuracy when just measured."""
+
+    step: int
+    steps: int
+    loss: float
+    held_out_accuracy: float | None
+    seconds: float
+
+
+@dataclass
+class TrainingResult:
+    model: SequenceModel
+    metadata: dict[str, Any]
+
+
+def held_out_accuracy(model: SequenceModel, options: TrainingOptions, device: torch.device) -> float:
+    """Mean accuracy on projected ``way``-way ``eval_shot``-shot episodes of the source's ``val`` split."""
+    data = open_suite(options.source).suite.load("val")
+    sampler = EpisodeSampler(
+        data.labels,
+        EpisodeShape(options.way, options.eval_shot, 5),
+        HELD_OUT_SEED,
+        where=f"split 'val' of {options.source!r}",
+    ).to(device)
+    on_device = dataclasses.replace(data, features=data.features.to(device), labels=data.labels.to(device))
+    was_training = model.training
+    correct = evaluate_group(SequenceLearner(model), on_device, sampler, options.eval_episodes, 250, True).correct
+    model.train(was_training)
+    return float(np.mean(correct) / (options.way * 5))
+
+
+def learning_rate_factor(options: TrainingOptions, step: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to a tenth of ``lr`` at ``steps``."""
+    if step < options.warmup:
+        return (step + 1) / options.warmup
+    progress = min(1.0, (step - options.warmup) / max(1, options.steps - options.warmup))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def expected_chance_loss(options: TrainingOptions, warming_up: bool = True) -> float:
+    """The loss of guessing uniformly, averaged over the task sizes: the level of the plateau."""
+    ways = range((options.min_way if warming_up else 0) or options.way, options.way + 1)
+    return sum(math.log(w) for w in ways) / len(ways)
+
+
+def train(
+    options: TrainingOptions,
+    device: torch.device,
+    on_log: Callable[[TrainingLog], None] | None = None,
+) -> TrainingResult:
+    """Meta-train a sequence model from scratch; deterministic on one device for given options."""
+    source = open_suite(options.source)
+    data = source.suite.load("train")
+    data = dataclasses.replace(data, features=data.features.to(device), labels=data.labels.to(device))
+    warm_up_stream = TaskStream(data, options.distribution(warming_up=True))
+    main_stream = TaskStream(data, options.distribution(warming_up=False))
+    torch.manual_seed(options.seed)
+    model = checkpoints.build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
+    model.to(device).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=options.lr, eps=options.adam_eps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, partial(learning_rate_factor, options))
+
+    smoothed, plateau_exit, history = expected_chance_loss(options), None, []
+    started = time.perf_counter()
+    step = 0
+    for step in range(1, options.steps + 1):
+        in_curriculum = not options.curriculum_steps or step <= options.curriculum_steps or plateau_exit is None
+        batch = (warm_up_stream if in_curriculum else main_stream).batch(step, options.batch_size)
+        tokens = make_tokens(
+            prepare_inputs(batch.x, model.config.input_dim), shift_labels(batch.labels), options.max_classes
+        )
+        logits = model.sequence_logits(tokens)[..., : options.way]
+        absent = torch.arange(options.way, device=device)[None, :] >= batch.ways[:, None]  # classes a task lacks
+        logits = logits.masked_fill(absent[:, None, :], float("-inf"))
+        losses = F.cross_entropy(logits.transpose(1, 2), batch.labels, reduction="none")  # [B, L]
+        loss = losses.mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
+        optimiser.step()
+        schedule.step()
+
+        chance = expected_chance_loss(options, in_curriculum)
+        regular_loss = losses[batch.regular].mean().item() if batch.regular.any() else chance
+        smoothed = 0.95 * smoothed + 0.05 * regular_loss
+        if plateau_exit is None and smoothed < PLATEAU_EXIT * chance:
+            plateau_exit = step
+        elapsed = time.perf_counter() - started
+        out_of_time = options.time_budget and elapsed >= options.time_budget
+        accuracy = None
+        if step % options.eval_every == 0 or step == options.steps or out_of_time:
+            accuracy = held_out_accuracy(model, options, device)
+            history.append({"step": step, "regular_loss": smoothed, "held_out_accuracy": accuracy, "seconds": elapsed})
+        if on_log is not None:
+            on_log(TrainingLog(step, options.steps, smoothed, accuracy, elapsed))
+        if out_of_time:
+            break
+
+    model.eval()
+    metadata = {
+        "training": options.to_dict(),
+        "data": {"source": source.label, "split": "train", "dim": data.dim, "classes": len(data.class_names)},
+        "seed": options.seed,
+        "steps": step,
+        "seconds": time.perf_counter() - started,
+        "device": device.type,
+        "torch_version": str(torch.__version__),
+        "metrics": {
+            "final_loss": smoothed,
+            "chance_loss": expected_chance_loss(options, warming_up=False),
+            "plateau_exit_step": plateau_exit,
+            "held_out_accuracy": history[-1]["held_out_accuracy"] if history else None,
+            "held_out": f"{options.way}-way {options.eval_shot}-shot projected episodes of 'val'",
+            "history": history,
+        },
+    }
+    return TrainingResult(model, metadata)
+
+
+def train_to_checkpoint(
+    options: TrainingOptions, device: torch.device, out: Path, on_log: Callable[[TrainingLog], None] | None = None
+) -> Path:
+    result = train(options, device, on_log)
+    return checkpoints.save(out, result.model, result.metadata)

@@ -1,0 +1,138 @@
+"""GPICL Transformer and LSTM learners: query isolation, batch independence, the input rule, and checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpicl_bench import checkpoints
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners.gpicl import GPICLTransformer, query_mask
+from gpicl_bench.learners.lstm import LSTMLearner
+from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.learners.sequence import SequenceConfig, SequenceLearner, prepare_inputs
+from gpicl_bench.registry import Ref
+
+SMALL = {"d_model": 16, "layers": 2, "heads": 2}
+
+
+def model(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = SequenceConfig(kind=kind, input_dim=12, max_classes=10, **SMALL)
+    return (GPICLTransformer if kind == "transformer" else LSTMLearner)(config).eval()
+
+
+def episodes(n: int = 40, support: int = 10, queries: int = 6, dim: int = 12, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    support_x = torch.randn(n, support, dim, generator=generator)
+    support_y = torch.randint(0, 5, (n, support), generator=generator)
+    query_x = torch.randn(n, queries, dim, generator=generator)
+    return support_x, support_y, query_x
+
+
+def test_query_mask() -> None:
+    """Causal over the support; each query sees the whole support and itself only."""
+    mask = query_mask(3, 2, torch.device("cpu"))
+    expected = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 0, 1]])
+    assert torch.equal(mask, expected.bool())
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_queries_never_see_each_other(kind: str) -> None:
+    """Changing other queries leaves a query's logits unchanged (no query-to-query leakage)."""
+    learner = SequenceLearner(model(kind))
+    support_x, support_y, query_x = episodes()
+    base = learner.predict(support_x, support_y, query_x, 5)
+    changed = query_x.clone()
+    changed[:, 1:] = torch.randn_like(changed[:, 1:]) * 3
+    after = learner.predict(support_x, support_y, changed, 5)
+    torch.testing.assert_close(after[:, 0], base[:, 0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(after[:, 1:], base[:, 1:])
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_episode_view_matches_sequence_view(kind: str) -> None:
+    """A query read after the support gives the logits of the same token appended to the support sequence."""
+    m = model(kind)
+    learner = SequenceLearner(m)
+    support_x, support_y, query_x = episodes(n=5, queries=3)
+    episode = learner.predict(support_x, support_y, query_x, 10)
+    from gpicl_bench.learners.sequence import make_tokens, shift_labels
+
+    for q in range(3):
+        xs = torch.cat([support_x, query_x[:, q : q + 1]], 1)
+        ys = torch.cat([support_y, torch.zeros_like(support_y[:, :1])], 1)
+        tokens = make_tokens(prepare_inputs(xs, 12), shift_labels(ys), 10)
+        with torch.no_grad():
+            sequence = m.sequence_logits(tokens)[:, -1]
+        torch.testing.assert_close(episode[:, q], sequence, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_predictions_do_not_depend_on_batch(kind: str) -> None:
+    """Episode i's prediction is the same alone, in a batch of 7 or of 40 (CPU)."""
+    learner = SequenceLearner(model(kind))
+    support_x, support_y, query_x = episodes()
+    whole = learner.predict(support_x, support_y, query_x, 5).argmax(-1)
+    parts = torch.cat(
+        [learner.predict(support_x[i : i + 7], support_y[i : i + 7], query_x[i : i + 7], 5) for i in range(0, 40, 7)]
+    ).argmax(-1)
+    assert torch.equal(whole, parts)
+
+
+def test_input_rule_maps_any_dimension_and_scale() -> None:
+    """Features of another size go through one fixed map; scaling inputs does not change the prepared inputs."""
+    x = torch.randn(3, 4, 100)
+    prepared = prepare_inputs(x, 12)
+    assert prepared.shape == (3, 4, 12)
+    torch.testing.assert_close(prepare_inputs(7.5 * x + 2.0, 12), prepared, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(prepare_inputs(x, 12), prepared)  # the map is fixed
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    m = model("transformer")
+    path = checkpoints.save(tmp_path / "ck", m, {"note": "test"})
+    loaded, metadata = checkpoints.load(path)
+    assert metadata["note"] == "test" and metadata["model"]["d_model"] == 16
+    support_x, support_y, query_x = episodes(n=4)
+    torch.testing.assert_close(
+        SequenceLearner(loaded).predict(support_x, support_y, query_x, 5),
+        SequenceLearner(m).predict(support_x, support_y, query_x, 5),
+    )
+    learner = LEARNERS.build(Ref.parse(f"gpicl:checkpoint={path}"))
+    assert learner.to("cpu").predict(support_x, support_y, query_x, 5).shape == (4, 6, 5)
+
+
+def test_bad_checkpoints_are_user_errors(tmp_path: Path) -> None:
+    path = checkpoints.save(tmp_path / "ck", model("transformer"), {})
+    config = path.with_suffix(".json")
+    with pytest.raises(UserError, match="not found"):
+        checkpoints.load(tmp_path / "missing.safetensors")
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.with_suffix(".json").write_text(config.read_text())
+    corrupt.with_suffix(".safetensors").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserError, match="corrupt"):
+        checkpoints.load(corrupt)
+
+    mismatched = json.loads(config.read_text())
+    mismatched["model"]["d_model"] = 32
+    config.write_text(json.dumps(mismatched))
+    with pytest.raises(UserError, match="does not match its config"):
+        checkpoints.load(path)
+
+    config.write_text("{not json")
+    with pytest.raises(UserError, match="not readable JSON"):
+        checkpoints.load(path)
+
+
+def test_learner_options_are_checked() -> None:
+    with pytest.raises(UserError, match="need the flag fresh"):
+        LEARNERS.build(Ref.parse("gpicl:steps=5"))
+    with pytest.raises(UserError, match="lstm ships no checkpoint"):
+        LEARNERS.build(Ref.parse("lstm"))
+    with pytest.raises(UserError, match="either checkpoint"):
+        LEARNERS.build(Ref.parse("gpicl:fresh,checkpoint=x.safetensors"))

@@ -1,0 +1,142 @@
+"""Meta-training end to end at toy scale: the train command, its checkpoint, and the checkpoint in run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.registry import Ref
+from gpicl_bench.results import load, load_curves
+from gpicl_bench.training import TrainingOptions, expected_chance_loss, learning_rate_factor, train
+
+TOY = [
+    "--d-model",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--batch-size",
+    "16",
+    "--steps",
+    "12",
+    "--eval-every",
+    "6",
+    "--eval-episodes",
+    "20",
+    "--quiet",
+]
+
+
+def test_train_command_writes_a_loadable_checkpoint(cli, tmp_path: Path) -> None:
+    out = tmp_path / "toy"
+    result = cli("train", *TOY, "--out", out)
+    assert result.code == 0, result.err
+    config = json.loads((tmp_path / "toy.json").read_text())
+    assert config["steps"] == 12 and config["training"]["d_model"] == 16
+    assert len(config["metrics"]["history"]) == 2  # held-out evaluations at steps 6 and 12
+    assert 0.0 <= config["metrics"]["held_out_accuracy"] <= 1.0
+
+    results = tmp_path / "r.h5"
+    ran = cli(
+        "run",
+        "--learner",
+        f"gpicl:checkpoint={tmp_path / 'toy.safetensors'}",
+        "--learner",
+        "protonet",
+        "--suite",
+        "digits:project",
+        "--shots",
+        "1",
+        "--episodes",
+        "30",
+        "--quiet",
+        "--out",
+        results,
+    )
+    assert ran.code == 0, ran.err
+    frame = load(results)
+    assert set(frame["learner"]) == {f"gpicl:checkpoint={tmp_path / 'toy.safetensors'}", "protonet"}
+    curves = load_curves(results)
+    assert set(curves["learner"]) == {f"gpicl:checkpoint={tmp_path / 'toy.safetensors'}"}
+    assert len(curves) == 5 * (1 + 15)  # one value per position of the sequence view
+    assert curves["value"].between(0, 1).all()
+
+
+def test_training_spec_and_flags(cli, tmp_path: Path) -> None:
+    spec = tmp_path / "t.toml"
+    spec.write_text(
+        "d_model = 16\nlayers = 1\nheads = 2\nsteps = 4\nbatch_size = 8\neval_every = 4\n"
+        'eval_episodes = 10\nout = "' + str(tmp_path / "from-spec") + '"\n'
+    )
+    assert cli("train", spec, "--steps", "2", "--quiet").code == 0
+    assert json.loads((tmp_path / "from-spec.json").read_text())["steps"] == 2  # the flag wins over the spec
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 0.1\n")
+    result = cli("train", bad)
+    assert result.code == 2 and "unknown training option 'learning_rate'" in result.err
+    assert cli("train", "--lr", "-1", "--quiet").code == 2
+    assert cli("train", "--heads", "3", "--quiet").code == 2  # d_model 128 is not a multiple of 3
+
+
+def test_training_is_deterministic() -> None:
+    """Same options, same device → the same weights."""
+    options = TrainingOptions(d_model=16, layers=1, heads=2, batch_size=8, steps=3, eval_every=3, eval_episodes=10)
+    first = train(options, torch.device("cpu")).model.state_dict()
+    second = train(options, torch.device("cpu")).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_schedule_and_chance() -> None:
+    options = TrainingOptions(steps=1000, warmup=100, min_way=2, way=5)
+    assert learning_rate_factor(options, 0) == pytest.approx(0.01)
+    assert learning_rate_factor(options, 99) == pytest.approx(1.0)
+    assert learning_rate_factor(options, 1000) == pytest.approx(0.1)
+    assert expected_chance_loss(options) == pytest.approx(np.mean(np.log([2, 3, 4, 5])))
+
+
+def test_fresh_learner_trains_when_the_run_reaches_it() -> None:
+    learner = LEARNERS.build(
+        Ref.parse("lstm:fresh,d_model=8,layers=1,steps=2,batch_size=4,eval_every=2,eval_episodes=10")
+    )
+    with pytest.raises(RuntimeError):
+        learner.predict(torch.zeros(1, 5, 64), torch.arange(5)[None], torch.zeros(1, 3, 64), 5)
+    learner.to("cpu")
+    assert learner.details()["training"]["kind"] == "lstm"
+    logits = learner.predict(torch.randn(2, 5, 64), torch.arange(5).repeat(2, 1), torch.randn(2, 3, 64), 5)
+    assert logits.shape == (2, 3, 5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the plot extra is not installed")
+def test_plot_writes_png(cli, tmp_path: Path) -> None:
+    results = tmp_path / "r.h5"
+    assert (
+        cli(
+            "run",
+            "--learner",
+            "protonet",
+            "--learner",
+            "knn",
+            "--suite",
+            "digits",
+            "--shots",
+            "1",
+            "--shots",
+            "5",
+            "--episodes",
+            "20",
+            "--quiet",
+            "--out",
+            results,
+        ).code
+        == 0
+    )
+    figure = tmp_path / "f.png"
+    assert cli("plot", results, "-o", figure).code == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000

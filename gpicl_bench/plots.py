@@ -42,6 +42,7 @@ def plot_results(path: Path, out: Path) -> Path:
         )
     shots_axis.set(xlabel="shots per class", ylabel="accuracy (%) ± 95% CI", title="Accuracy vs shots")
     shots_axis.set_xscale("log")
+    shots_axis.minorticks_off()
     shots_axis.set_xticks(sorted(summary["shot"].unique()), labels=map(str, sorted(summary["shot"].unique())))
     shots_axis.grid(alpha=0.3)
     shots_axis.legend(fontsize=7)

@@ -136,3 +136,18 @@ def test_learner_options_are_checked() -> None:
         LEARNERS.build(Ref.parse("lstm"))
     with pytest.raises(UserError, match="either checkpoint"):
         LEARNERS.build(Ref.parse("gpicl:fresh,checkpoint=x.safetensors"))
+
+
+def test_order_ensemble_averages_rotated_supports() -> None:
+    """orders=k averages the log-probabilities of k rotations of the support; still batch independent."""
+    m = model("transformer")
+    support_x, support_y, query_x = episodes(n=12)
+    ensemble = SequenceLearner(m, orders=2).predict(support_x, support_y, query_x, 5)
+    single = SequenceLearner(m)
+    first = torch.log_softmax(single.predict(support_x, support_y, query_x, 5), -1)
+    rotated = torch.log_softmax(single.predict(support_x.roll(5, 1), support_y.roll(5, 1), query_x, 5), -1)
+    torch.testing.assert_close(ensemble, (first + rotated) / 2)
+    part = SequenceLearner(m, orders=2).predict(support_x[3:7], support_y[3:7], query_x[3:7], 5)
+    assert torch.equal(part.argmax(-1), ensemble[3:7].argmax(-1))
+    with pytest.raises(UserError):
+        SequenceLearner(m, orders=0)

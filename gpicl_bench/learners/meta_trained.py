@@ -30,8 +30,9 @@ TRAINING_FIELDS = [f for f in dataclasses.fields(TrainingOptions) if f.name != "
 class MetaTrained(Learner):
     """A sequence model from a checkpoint, or trained from scratch at :meth:`to` when ``fresh``."""
 
-    def __init__(self, kind: str, checkpoint: str, fresh: bool, training: dict[str, Any]) -> None:
+    def __init__(self, kind: str, checkpoint: str, fresh: bool, orders: int, training: dict[str, Any]) -> None:
         self.kind = kind
+        self.orders = orders
         self.learner: SequenceLearner | None = None
         self.metadata: dict[str, Any] = {}
         self.checkpoint = ""
@@ -49,7 +50,7 @@ class MetaTrained(Learner):
         if model.config.kind != kind:
             raise UserError(f"checkpoint {checkpoint} holds a {model.config.kind} model, not a {kind}")
         self.metadata = metadata
-        self.learner = SequenceLearner(model)
+        self.learner = SequenceLearner(model, orders)
 
     def details(self) -> dict[str, Any]:
         summary = {k: v for k, v in self.metadata.items() if k != "metrics"}
@@ -61,7 +62,7 @@ class MetaTrained(Learner):
             log.info("meta-training a fresh %s for %d steps", self.kind, self.options.steps)
             result = train(self.options, torch.device(device), _log_progress)
             self.metadata = result.metadata
-            self.learner = SequenceLearner(result.model)
+            self.learner = SequenceLearner(result.model, self.orders)
         self.learner.to(device)
         return self
 
@@ -90,12 +91,13 @@ def _log_progress(entry: TrainingLog) -> None:
 def factory(kind: str) -> Callable[..., MetaTrained]:
     """A registry factory whose keyword-only options are ``checkpoint``, ``fresh`` and every training knob."""
 
-    def build(*, checkpoint: str = "", fresh: bool = False, **training: Any) -> MetaTrained:
-        return MetaTrained(kind, checkpoint, fresh, training)
+    def build(*, checkpoint: str = "", fresh: bool = False, orders: int = 1, **training: Any) -> MetaTrained:
+        return MetaTrained(kind, checkpoint, fresh, orders, training)
 
     parameters = [
         inspect.Parameter("checkpoint", inspect.Parameter.KEYWORD_ONLY, default="", annotation=str),
         inspect.Parameter("fresh", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool),
+        inspect.Parameter("orders", inspect.Parameter.KEYWORD_ONLY, default=1, annotation=int),
     ] + [
         inspect.Parameter(
             f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=OPTION_TYPES[str(f.type)]
@@ -106,6 +108,7 @@ def factory(kind: str) -> Callable[..., MetaTrained]:
     build.__annotations__ = {
         "checkpoint": str,
         "fresh": bool,
+        "orders": int,
         "return": MetaTrained,
         **{f.name: OPTION_TYPES[str(f.type)] for f in TRAINING_FIELDS},
     }

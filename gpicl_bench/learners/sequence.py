@@ -108,10 +108,18 @@ class SequenceModel(nn.Module, abc.ABC):
 
 
 class SequenceLearner(Learner):
-    """The few-shot learner view of a sequence model (queries never see each other)."""
+    """The few-shot learner view of a sequence model (queries never see each other).
 
-    def __init__(self, model: SequenceModel) -> None:
+    A sequence model's answer depends on the order of its context. With ``orders`` > 1 the support is read in that
+    many orders — the sampler's random order rotated by multiples of S/orders, so each example is most recent in
+    one of them — and the log-probabilities are averaged (a permutation ensemble; costs ``orders`` forward passes).
+    """
+
+    def __init__(self, model: SequenceModel, orders: int = 1) -> None:
+        if orders < 1:
+            raise UserError(f"orders must be at least 1, got {orders}")
         self.model = model.eval()
+        self.orders = orders
 
     def to(self, device: torch.device | str) -> SequenceLearner:
         self.model.to(device)
@@ -121,11 +129,19 @@ class SequenceLearner(Learner):
         config = self.model.config
         if way > config.max_classes:
             raise UserError(f"this model handles at most {config.max_classes}-way episodes, not {way}-way")
-        support = make_tokens(prepare_inputs(support_x, config.input_dim), shift_labels(support_y), config.max_classes)
-        last = support_y[:, -1:].expand(-1, query_x.shape[1])
-        query = make_tokens(prepare_inputs(query_x, config.input_dim), last, config.max_classes)
-        with torch.no_grad():
-            return self.model.episode_logits(support, query)[..., :way].float()
+        support_x, query_x = prepare_inputs(support_x, config.input_dim), prepare_inputs(query_x, config.input_dim)
+        size = support_x.shape[1]
+        total = None
+        for order in range(self.orders):
+            shift = order * size // self.orders
+            x, y = support_x.roll(shift, dims=1), support_y.roll(shift, dims=1)
+            support = make_tokens(x, shift_labels(y), config.max_classes)
+            query = make_tokens(query_x, y[:, -1:].expand(-1, query_x.shape[1]), config.max_classes)
+            with torch.no_grad():
+                logits = self.model.episode_logits(support, query)[..., :way].float()
+            scores = logits if self.orders == 1 else torch.log_softmax(logits, -1)
+            total = scores if total is None else total + scores
+        return total / self.orders
 
     def sequence_predictions(self, x: Tensor, y: Tensor, way: int) -> Tensor:
         config = self.model.config

@@ -117,15 +117,7 @@ def run(
             return
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         results = ResultsFile.create(out or Path("results") / f"{spec.name}-{stamp}.h5", engine.run_attributes(spec))
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=quiet,
-        transient=True,
-    )
+    progress = _progress(quiet)
     tasks: dict[GroupKey, int] = {}
 
     def on_progress(key: GroupKey, done: int, total: int) -> None:
@@ -209,17 +201,8 @@ def _train(
     options = training.TrainingOptions.from_values(values, str(spec_path or "options"))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(target) if target else Path("results") / "checkpoints" / f"{options.kind}-{stamp}.safetensors"
-    progress = Progress(
-        TextColumn("meta-training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=quiet,
-        transient=True,
-    )
-    task = progress.add_task("train", total=options.steps, info="")
+    progress = _progress(quiet, TextColumn("{task.fields[info]}"))
+    task = progress.add_task("meta-training", total=options.steps, info="")
     held_out = "-"
 
     def on_log(entry: training.TrainingLog) -> None:
@@ -238,7 +221,7 @@ def _train(
 
 def _training_knob(field: dataclasses.Field[object]) -> inspect.Parameter:
     """A CLI option for one training knob, defaulting to None so that a spec's value is kept unless given."""
-    kind = training.OPTION_TYPES[str(field.type)]
+    kind = training.knob_type(field)
     flag = "--" + field.name.replace("_", "-")
     names = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
     option = typer.Option(
@@ -289,6 +272,20 @@ def suites() -> None:
         splits = getattr(entry.factory, "splits", ())
         table.add_row(entry.name, entry.description, ", ".join(splits), entry.option_help() or "project=False")
     stdout.print(table)
+
+
+def _progress(quiet: bool, *extra: TextColumn) -> Progress:
+    """The progress bar every long command shows on stderr (so stdout keeps only results)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra,
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet,
+        transient=True,
+    )
 
 
 def _write_text(text: str, output: Path | None) -> None:

@@ -210,15 +210,13 @@ class EpisodeSampler:
         )
 
 
-def as_sequence(episodes: Episodes, seed: int) -> tuple[Tensor, Tensor]:
-    """An episode as one sequence (rows [E, T], labels [E, T]): its support, then its queries in a seeded random
-    order — the view in which in-context learning curves (accuracy after t examples) are measured."""
+def query_order(episodes: Episodes, seed: int) -> Tensor:
+    """A seeded random order of each episode's queries [E, Q]: the sequence view of an episode is its support, then
+    its queries in this order — the view in which in-context learning curves (accuracy after t examples) are read."""
     positions = torch.arange(episodes.query_index.shape[1], device=episodes.ids.device)
-    bits = random_bits(stream_key(seed, STREAM_QUERY_ORDER, episodes.ids.device), episodes.ids[:, None], positions)
-    order = _random_order(bits)
-    rows = torch.cat([episodes.support_index, torch.gather(episodes.query_index, 1, order)], 1)
-    labels = torch.cat([episodes.support_labels, torch.gather(episodes.query_labels, 1, order)], 1)
-    return rows, labels
+    return _random_order(
+        random_bits(stream_key(seed, STREAM_QUERY_ORDER, episodes.ids.device), episodes.ids[:, None], positions)
+    )
 
 
 def uniform_open(bits: Tensor) -> Tensor:

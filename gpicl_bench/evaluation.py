@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gpicl_bench.episodes import EpisodeSampler, as_sequence, project, random_projections
+from gpicl_bench.episodes import EpisodeSampler, project, query_order, random_projections
 from gpicl_bench.learners.base import Learner, SequencePredictor
 from gpicl_bench.suites.base import SplitData
 
@@ -51,15 +51,20 @@ def evaluate_group(
             logits = learner.predict(support_x, batch.support_labels, query_x, way)
             correct[start : start + len(ids)] = (logits.argmax(-1) == batch.query_labels).sum(-1)
             if curve and start < CURVE_EPISODES:
-                keep = ids < CURVE_EPISODES
-                rows, labels = as_sequence(batch, sampler.seed)
-                inputs = _inputs(data, rows, maps)[keep]
-                predicted = learner.sequence_predictions(inputs, labels[keep], way)
-                position_correct += (predicted == labels[keep]).sum(0)
+                kept = min(len(ids), CURVE_EPISODES - start)
+                order = query_order(batch, sampler.seed)[:kept]
+                inputs = torch.cat([support_x[:kept], _take(query_x[:kept], order)], 1)
+                labels = torch.cat([batch.support_labels[:kept], torch.gather(batch.query_labels[:kept], 1, order)], 1)
+                position_correct += (learner.sequence_predictions(inputs, labels, way) == labels).sum(0)
             if on_batch is not None:
                 on_batch(start + len(ids))
     positions = (position_correct.double() / min(episodes, CURVE_EPISODES)).cpu().numpy() if curve else None
     return Evaluation(correct.cpu().numpy(), positions)
+
+
+def _take(rows: Tensor, order: Tensor) -> Tensor:
+    """Rows [E, M, d] reordered per episode by ``order`` [E, M]."""
+    return torch.gather(rows, 1, order[..., None].expand(-1, -1, rows.shape[-1]))
 
 
 def _inputs(data: SplitData, rows: Tensor, maps: Tensor | None) -> Tensor:

@@ -33,12 +33,18 @@ from gpicl_bench.learners.sequence import (
     prepare_inputs,
     shift_labels,
 )
-from gpicl_bench.suites import open_suite
+from gpicl_bench.suites import SplitData, open_suite
 from gpicl_bench.tasks import TaskDistribution, TaskStream
 
-OPTION_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+_KNOB_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 PLATEAU_EXIT = 0.8  # the loss has left the plateau once the smoothed loss of regular tasks is below 80% of chance
+HELD_OUT_QUERIES = 5
 HELD_OUT_SEED = 1_000_003  # seed of the held-out episodes (val split, evaluation projection stream)
+
+
+def knob_type(field: dataclasses.Field[Any]) -> type:
+    """The type of a training knob (annotations are strings here, under postponed evaluation)."""
+    return _KNOB_TYPES[str(field.type)]
 
 
 def knob(default: Any, help: str) -> Any:
@@ -115,7 +121,7 @@ class TrainingOptions:
     @classmethod
     def from_values(cls, values: dict[str, Any], where: str) -> TrainingOptions:
         """Options from a spec or flags, each value checked against its field's type."""
-        fields = {f.name: OPTION_TYPES[str(f.type)] for f in dataclasses.fields(cls)}
+        fields = {f.name: knob_type(f) for f in dataclasses.fields(cls)}
         for key, value in values.items():
             if key not in fields:
                 raise UserError(f"{where}: unknown training option {key!r}; options: {', '.join(fields)}")
@@ -143,20 +149,28 @@ class TrainingResult:
     metadata: dict[str, Any]
 
 
-def held_out_accuracy(model: SequenceModel, options: TrainingOptions, device: torch.device) -> float:
-    """Mean accuracy on projected ``way``-way ``eval_shot``-shot episodes of the source's ``val`` split."""
-    data = open_suite(options.source).suite.load("val")
-    sampler = EpisodeSampler(
-        data.labels,
-        EpisodeShape(options.way, options.eval_shot, 5),
-        HELD_OUT_SEED,
-        where=f"split 'val' of {options.source!r}",
-    ).to(device)
-    on_device = dataclasses.replace(data, features=data.features.to(device), labels=data.labels.to(device))
-    was_training = model.training
-    correct = evaluate_group(SequenceLearner(model), on_device, sampler, options.eval_episodes, 250, True).correct
-    model.train(was_training)
-    return float(np.mean(correct) / (options.way * 5))
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out check of meta-training: projected ``way``-way ``eval_shot``-shot episodes of the ``val`` split,
+    loaded and placed on the device once per run."""
+
+    data: SplitData
+    sampler: EpisodeSampler
+    episodes: int
+
+    @classmethod
+    def of(cls, options: TrainingOptions, device: torch.device) -> HeldOut:
+        data = open_suite(options.source).suite.load("val")
+        shape = EpisodeShape(options.way, options.eval_shot, HELD_OUT_QUERIES)
+        sampler = EpisodeSampler(data.labels, shape, HELD_OUT_SEED, where=f"split 'val' of {options.source!r}")
+        on_device = dataclasses.replace(data, features=data.features.to(device), labels=data.labels.to(device))
+        return cls(on_device, sampler.to(device), options.eval_episodes)
+
+    def accuracy(self, model: SequenceModel) -> float:
+        was_training = model.training
+        correct = evaluate_group(SequenceLearner(model), self.data, self.sampler, self.episodes, 250, True).correct
+        model.train(was_training)
+        return float(np.mean(correct)) / (self.sampler.shape.way * HELD_OUT_QUERIES)
 
 
 def learning_rate_factor(options: TrainingOptions, step: int) -> float:
@@ -182,6 +196,7 @@ def train(
     source = open_suite(options.source)
     data = source.suite.load("train")
     data = dataclasses.replace(data, features=data.features.to(device), labels=data.labels.to(device))
+    held_out = HeldOut.of(options, device)
     warm_up_stream = TaskStream(data, options.distribution(warming_up=True))
     main_stream = TaskStream(data, options.distribution(warming_up=False))
     torch.manual_seed(options.seed)
@@ -219,7 +234,7 @@ def train(
         out_of_time = options.time_budget and elapsed >= options.time_budget
         accuracy = None
         if step % options.eval_every == 0 or step == options.steps or out_of_time:
-            accuracy = held_out_accuracy(model, options, device)
+            accuracy = held_out.accuracy(model)
             history.append({"step": step, "regular_loss": smoothed, "held_out_accuracy": accuracy, "seconds": elapsed})
         if on_log is not None:
             on_log(TrainingLog(step, options.steps, smoothed, accuracy, elapsed))

@@ -21,7 +21,7 @@ from gpicl_bench import checkpoints
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.base import Learner
 from gpicl_bench.learners.sequence import SequenceLearner
-from gpicl_bench.training import OPTION_TYPES, TrainingLog, TrainingOptions, train
+from gpicl_bench.training import TrainingLog, TrainingOptions, knob_type, train
 
 log = logging.getLogger(__name__)
 TRAINING_FIELDS = [f for f in dataclasses.fields(TrainingOptions) if f.name != "kind"]
@@ -66,15 +66,16 @@ class MetaTrained(Learner):
         self.learner.to(device)
         return self
 
-    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
+    def _ready(self) -> SequenceLearner:
         if self.learner is None:
             raise RuntimeError("call .to(device) first: it meta-trains a fresh model")
-        return self.learner.predict(support_x, support_y, query_x, way)
+        return self.learner
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
+        return self._ready().predict(support_x, support_y, query_x, way)
 
     def sequence_predictions(self, x: Tensor, y: Tensor, way: int) -> Tensor:
-        if self.learner is None:
-            raise RuntimeError("call .to(device) first: it meta-trains a fresh model")
-        return self.learner.sequence_predictions(x, y, way)
+        return self._ready().sequence_predictions(x, y, way)
 
 
 def _log_progress(entry: TrainingLog) -> None:
@@ -99,9 +100,7 @@ def factory(kind: str) -> Callable[..., MetaTrained]:
         inspect.Parameter("fresh", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool),
         inspect.Parameter("orders", inspect.Parameter.KEYWORD_ONLY, default=1, annotation=int),
     ] + [
-        inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=OPTION_TYPES[str(f.type)]
-        )
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=knob_type(f))
         for f in TRAINING_FIELDS
     ]
     build.__signature__ = inspect.Signature(parameters, return_annotation=MetaTrained)  # type: ignore[attr-defined]
@@ -110,7 +109,7 @@ def factory(kind: str) -> Callable[..., MetaTrained]:
         "fresh": bool,
         "orders": int,
         "return": MetaTrained,
-        **{f.name: OPTION_TYPES[str(f.type)] for f in TRAINING_FIELDS},
+        **{f.name: knob_type(f) for f in TRAINING_FIELDS},
     }
     build.__name__ = f"{kind}_learner"
     return build

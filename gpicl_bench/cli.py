@@ -13,15 +13,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gpicl_bench import __version__, analysis, engine, plots, report, training
+from gpicl_bench import __version__, analysis, engine, plots, reference, report, training
+from gpicl_bench.encoders import ENCODERS
 from gpicl_bench.errors import UserError
+from gpicl_bench.features import EncodedSuite, EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.results import GroupKey, ResultsFile, load
 from gpicl_bench.spec import Spec, load_spec, read_toml
-from gpicl_bench.suites import SUITES
+from gpicl_bench.suites import SUITES, open_suite
 
 app = typer.Typer(
     name="gpicl-bench",
@@ -33,6 +35,11 @@ app = typer.Typer(
 )
 stdout = Console()
 stderr = Console(stderr=True)
+
+
+ENCODER_HELP = "Encoder that turns image suites into features, e.g. pixels, conv4 or timm:resnet50 (default pixels)."
+DATA_ROOT_HELP = "Folder holding the image suites' data (default: $GPICL_BENCH_DATA)."
+CACHE_DIR_HELP = "Feature cache folder (default: $GPICL_BENCH_CACHE or ~/.cache/gpicl-bench)."
 
 
 class OutputFormat(str, Enum):
@@ -81,6 +88,9 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Seed that defines the episodes.")] = None,
     split: Annotated[str | None, typer.Option(help="Split to evaluate on (default: test).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name, used in the default output file name.")] = None,
+    encoder: Annotated[str | None, typer.Option(help=ENCODER_HELP)] = None,
+    data_root: Annotated[str | None, typer.Option(help=DATA_ROOT_HELP)] = None,
+    cache_dir: Annotated[str | None, typer.Option(help=CACHE_DIR_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Episodes per batch; results never depend on it.")] = (
         engine.DEFAULT_BATCH_SIZE
@@ -88,6 +98,7 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Results file (default: results/<name>-<timestamp>.h5).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Complete the missing groups of this results file.")] = None,
     show_spec: Annotated[bool, typer.Option(help="Print the resolved spec as TOML and exit.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option(help="Skip unreadable images with a warning.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Evaluate learners on seeded episodes and write per-episode results to HDF5."""
@@ -103,6 +114,9 @@ def run(
         seed=seed,
         split=split,
         name=name,
+        encoder=encoder,
+        data_root=data_root,
+        cache_dir=cache_dir,
     )
     if resume is not None:
         if spec_path is not None or any(v not in (None, []) for v in overrides.values()):
@@ -111,13 +125,16 @@ def run(
         spec = engine.spec_for_resume(results)
     else:
         spec = (load_spec(spec_path) if spec_path is not None else Spec()).replace(**overrides)
-        engine.check(spec)  # bad suites, learners or shapes fail before any file is written
         if show_spec:
             sys.stdout.write(spec.to_toml())
             return
+    progress = _progress(quiet)
+    settings = engine.feature_settings(spec, torch_device, _encode_progress(progress), skip_bad_images)
+    if resume is None:
+        with progress:
+            engine.check(spec, settings)  # bad input fails (and images are encoded) before any file is written
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         results = ResultsFile.create(out or Path("results") / f"{spec.name}-{stamp}.h5", engine.run_attributes(spec))
-    progress = _progress(quiet)
     tasks: dict[GroupKey, int] = {}
 
     def on_progress(key: GroupKey, done: int, total: int) -> None:
@@ -127,7 +144,7 @@ def run(
 
     try:
         with progress:
-            engine.run(spec, results, torch_device, batch_size, on_progress)
+            engine.run(spec, results, torch_device, batch_size, on_progress, settings)
     except KeyboardInterrupt:
         stderr.print(
             f"interrupted: finished groups are saved in {results.path}; "
@@ -149,19 +166,27 @@ def compare(
     ),
     test: Annotated[TestKind, typer.Option(help="Paired test: t (paired t-test) or wilcoxon.")] = TestKind.t,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+    references: Annotated[
+        list[str] | None,
+        typer.Option("--reference", help="Add published numbers of a reference set, e.g. caml-2024 (repeatable)."),
+    ] = None,
 ) -> None:
     """Compare learners that saw the same episodes: paired differences, 95% CIs and p-values."""
     summary, pairs = analysis.compare(analysis.load_many(files), test.value)
+    published, notes = reference.beside(summary, references) if references else (None, [])
+    for note in notes:
+        stderr.print(note, markup=False, highlight=False, soft_wrap=True)
     if output_format is OutputFormat.csv:
-        text = report.comparison_csv(summary, pairs)
+        text = report.comparison_csv(summary, pairs, published)
     elif output_format is OutputFormat.rich:
         console = Console(file=open(output, "w", encoding="utf-8"), width=160) if output else stdout  # noqa: SIM115
-        for table in report.summary_tables(summary, speed=False) + report.pair_tables(pairs):
+        for table in report.summary_tables(summary, speed=False, published=published) + report.pair_tables(pairs):
             console.print(report.to_rich(table))
         return
     else:
         render = report.to_markdown if output_format is OutputFormat.markdown else report.to_latex
-        text = "\n".join(render(t) for t in report.summary_tables(summary, speed=False) + report.pair_tables(pairs))
+        tables = report.summary_tables(summary, speed=False, published=published) + report.pair_tables(pairs)
+        text = "\n".join(render(t) for t in tables)
     _write_text(text, output)
 
 
@@ -265,12 +290,74 @@ def learners() -> None:
 
 
 @app.command()
-def suites() -> None:
-    """List the suites with their splits and options (every suite also takes the option project)."""
-    table = Table("suite", "description", "splits", "options (defaults)")
-    for entry in SUITES:
-        splits = getattr(entry.factory, "splits", ())
-        table.add_row(entry.name, entry.description, ", ".join(splits), entry.option_help() or "project=False")
+def suites(
+    suite: Annotated[
+        str | None, typer.Argument(metavar="[SUITE]", help="Show the classes and images this suite finds per split.")
+    ] = None,
+    data_root: Annotated[str | None, typer.Option(help=DATA_ROOT_HELP)] = None,
+) -> None:
+    """List the suites with their splits and options (every suite also takes the option project), or show what
+    one suite finds on disk."""
+    if suite is None:
+        table = Table("suite", "description", "splits", "options (defaults)")
+        for entry in SUITES:
+            splits = getattr(entry.factory, "splits", ())
+            options = entry.option_help()
+            if hasattr(entry.factory, "default_dir"):  # an image suite: say where it looks by default
+                options = options.replace("root", f"root=<data root>/{entry.factory.default_dir}", 1)
+            table.add_row(entry.name, entry.description, ", ".join(splits), options or "project=False")
+        stdout.print(table)
+        stdout.print(f"encoders for image suites: {', '.join(entry.name for entry in ENCODERS)}", highlight=False)
+        return
+    opened = open_suite(suite, FeatureSettings(data_root=data_root or ""))
+    table = Table("split", "classes", "images", "examples of classes", title=opened.label)
+    for split in opened.suite.splits:
+        if isinstance(opened.suite, EncodedSuite):
+            found = opened.suite.images.images(split)
+            names, count = found.class_names, len(found.items)
+        else:
+            data = opened.suite.load(split)
+            names, count = data.class_names, len(data.labels)
+        table.add_row(split, str(len(names)), str(count), ", ".join(names[:4]) + (", …" if len(names) > 4 else ""))
+    stdout.print(table)
+
+
+@app.command()
+def features(
+    suite: Annotated[list[str], typer.Option("--suite", help="Image suite reference (repeatable).")],
+    encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "pixels",
+    data_root: Annotated[str | None, typer.Option(help=DATA_ROOT_HELP)] = None,
+    cache_dir: Annotated[str | None, typer.Option(help=CACHE_DIR_HELP)] = None,
+    split: Annotated[list[str] | None, typer.Option(help="Splits to encode (repeatable; default: all).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Image-decoding threads (0: one per core, up to 8).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per encoder forward pass.")] = 128,
+    skip_bad_images: Annotated[bool, typer.Option(help="Skip unreadable images with a warning.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Fill the feature cache ahead of runs: encode image suites' splits once."""
+    if workers < 0 or batch_size < 1:
+        raise UserError("--workers must be ≥ 0 and --batch-size ≥ 1")
+    progress = _progress(quiet)
+    settings = FeatureSettings(
+        encoder,
+        data_root or "",
+        cache_dir or "",
+        str(engine.resolve_device(device)),
+        workers,
+        batch_size,
+        skip_bad_images,
+        _encode_progress(progress),
+    )
+    opened = [open_suite(text, settings) for text in suite]
+    table = Table("suite", "split", "images", "dim", "cache entry")
+    with progress:
+        for one in opened:
+            if not isinstance(one.suite, EncodedSuite):
+                raise UserError(f"{one.label} is not an image suite; it needs no features")
+            for name in split or one.suite.splits:
+                data = one.suite.load(name)
+                table.add_row(one.label, name, str(len(data.labels)), str(data.dim), str(one.suite.cache_path(name)))
     stdout.print(table)
 
 
@@ -286,6 +373,18 @@ def _progress(quiet: bool, *extra: TextColumn) -> Progress:
         disable=quiet,
         transient=True,
     )
+
+
+def _encode_progress(progress: Progress) -> EncodeProgress:
+    """A progress callback for image encoding: one bar per (suite, split)."""
+    bars: dict[str, TaskID] = {}
+
+    def update(description: str, done: int, total: int) -> None:
+        if description not in bars:
+            bars[description] = progress.add_task(f"encoding {description}", total=total)
+        progress.update(bars[description], completed=done)
+
+    return update
 
 
 def _write_text(text: str, output: Path | None) -> None:

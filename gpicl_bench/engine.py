@@ -25,6 +25,7 @@ from gpicl_bench import __version__
 from gpicl_bench.episodes import EpisodeSampler
 from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
+from gpicl_bench.features import EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
 from gpicl_bench.results import GroupKey, ResultsFile
@@ -110,12 +111,26 @@ class _Plan:
     sampler: EpisodeSampler
 
 
-def _plan(spec: Spec, done: set[GroupKey]) -> list[_Plan]:
+def feature_settings(
+    spec: Spec, device: torch.device, on_encode: EncodeProgress | None = None, skip_bad_images: bool = False
+) -> FeatureSettings:
+    """How this spec's image suites become features (encoding runs on the evaluation device)."""
+    return FeatureSettings(
+        spec.encoder,
+        spec.data_root,
+        spec.cache_dir,
+        str(device),
+        skip_bad_images=skip_bad_images,
+        on_progress=on_encode,
+    )
+
+
+def _plan(spec: Spec, done: set[GroupKey], settings: FeatureSettings) -> list[_Plan]:
     """Open every suite and build every sampler first, so that bad input fails before any episode runs."""
     learners = spec.learner_labels()
     plans = []
     for suite_text in dict.fromkeys(spec.suites):
-        suite = open_suite(suite_text)
+        suite = open_suite(suite_text, settings)
         data = suite.suite.load(spec.split)
         for shape in spec.shapes():
             sampler = EpisodeSampler(data.labels, shape, spec.seed, where=f"split {spec.split!r} of {suite.label!r}")
@@ -129,11 +144,12 @@ def check_batch_size(batch_size: int) -> None:
         raise UserError(f"batch size must be positive, got {batch_size}")
 
 
-def check(spec: Spec) -> None:
-    """Raise the user error that running ``spec`` would meet (unknown names, impossible shapes), running nothing."""
+def check(spec: Spec, settings: FeatureSettings) -> None:
+    """Raise the user error that running ``spec`` would meet (unknown names, missing data, impossible shapes);
+    image suites are encoded here (or read from the cache), so the run itself starts at once."""
     for label in spec.learner_labels():
         LEARNERS.build(Ref.parse(label))
-    _plan(spec, set())
+    _plan(spec, set(), settings)
 
 
 def run(
@@ -142,13 +158,15 @@ def run(
     device: torch.device,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: ProgressCallback | None = None,
+    settings: FeatureSettings | None = None,
 ) -> list[GroupOutcome]:
     """Evaluate every group of ``spec`` missing from ``results``; each group is saved as soon as it finishes."""
     check_batch_size(batch_size)
+    settings = settings or feature_settings(spec, device)
     learners = {label: LEARNERS.build(Ref.parse(label)) for label in spec.learner_labels()}
     outcomes = []
     device_data: tuple[SplitData, SplitData] | None = None  # (data on the CPU, the same on the device)
-    for plan in _plan(spec, results.group_keys()):
+    for plan in _plan(spec, results.group_keys(), settings):
         if device_data is None or device_data[0] is not plan.data:
             device_data = (
                 plan.data,

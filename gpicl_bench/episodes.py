@@ -71,7 +71,7 @@ def random_bits(key: Tensor, *counters: Tensor) -> Tensor:
     return out
 
 
-def _random_order(bits: Tensor) -> Tensor:
+def random_order(bits: Tensor) -> Tensor:
     """A permutation along the last axis from random bits; positions break ties, so the order is unique."""
     positions = torch.arange(bits.shape[-1], device=bits.device)
     return torch.argsort((bits << 20) | positions, dim=-1)
@@ -180,7 +180,7 @@ class EpisodeSampler:
 
         class_set = floyd_sample(key(STREAM_CLASSES), (ids,), torch.full_like(ids, self.index.num_classes), way)
         slots = torch.arange(way, device=device)
-        class_order = _random_order(random_bits(key(STREAM_CLASS_ORDER), ids[:, None], slots[None, :]))
+        class_order = random_order(random_bits(key(STREAM_CLASS_ORDER), ids[:, None], slots[None, :]))
         classes = torch.gather(class_set, 1, class_order)  # [E, way]
 
         per_class = shot + query
@@ -190,7 +190,7 @@ class EpisodeSampler:
             key(STREAM_IMAGES), (episode_of_row, slot_of_row), self.index.counts[classes].reshape(-1), per_class
         )
         positions = torch.arange(per_class, device=device)
-        order = _random_order(
+        order = random_order(
             random_bits(key(STREAM_IMAGE_ORDER), episode_of_row[:, None], slot_of_row[:, None], positions[None, :])
         )
         picks = torch.gather(picks, 1, order).reshape(n_episodes, way, per_class)
@@ -200,7 +200,7 @@ class EpisodeSampler:
         support_index = rows[:, :, :shot].reshape(n_episodes, way * shot)
         support_labels = labels[:, :, :shot].reshape(n_episodes, way * shot)
         support_slots = torch.arange(way * shot, device=device)
-        shuffle = _random_order(random_bits(key(STREAM_SUPPORT_ORDER), ids[:, None], support_slots[None, :]))
+        shuffle = random_order(random_bits(key(STREAM_SUPPORT_ORDER), ids[:, None], support_slots[None, :]))
         return Episodes(
             ids=ids,
             support_index=torch.gather(support_index, 1, shuffle),
@@ -214,7 +214,7 @@ def query_order(episodes: Episodes, seed: int) -> Tensor:
     """A seeded random order of each episode's queries [E, Q]: the sequence view of an episode is its support, then
     its queries in this order — the view in which in-context learning curves (accuracy after t examples) are read."""
     positions = torch.arange(episodes.query_index.shape[1], device=episodes.ids.device)
-    return _random_order(
+    return random_order(
         random_bits(stream_key(seed, STREAM_QUERY_ORDER, episodes.ids.device), episodes.ids[:, None], positions)
     )
 

@@ -83,7 +83,10 @@ class Entry(Generic[T]):
         return {n: p for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
     def option_help(self) -> str:
-        return ", ".join(f"{name}={param.default!r}" for name, param in self.options().items())
+        return ", ".join(
+            name if param.default is inspect.Parameter.empty else f"{name}={param.default!r}"
+            for name, param in self.options().items()
+        )
 
 
 class Registry(Generic[T]):

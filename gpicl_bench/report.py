@@ -11,22 +11,32 @@ from typing import Literal
 
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 from gpicl_bench.analysis import SETTING
 
 Format = Literal["rich", "markdown", "latex", "csv"]
 FORMATS: tuple[str, ...] = ("rich", "markdown", "latex", "csv")
 BEST = "★"
+MISSING = "—"
+LEFT_COLUMNS = ("a", "b", "source")  # besides the first column
+MEASURED = "measured"
+PUBLISHED_NOTE = (
+    "Rows whose source is 'published' are copied from that paper (its own episodes, encoder and protocol), "
+    "not measured here: no CI, never starred."
+)
 
 
 @dataclass(frozen=True)
 class TextTable:
-    """A titled table of already formatted cells; ``bold`` marks rows to emphasise (the best learner)."""
+    """A titled table of already formatted cells; ``bold`` marks rows to emphasise (the best learner); ``note`` is a
+    caption under it."""
 
     title: str
     header: list[str]
     rows: list[list[str]]
     bold: list[bool]
+    note: str = ""
 
 
 def setting_title(row: pd.Series) -> str:
@@ -46,12 +56,21 @@ def p_value(value: float) -> str:
     return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
 
 
-def summary_tables(summary: pd.DataFrame, speed: bool = True) -> list[TextTable]:
-    """Per setting: learner, accuracy (%) ± 95% CI, episodes (and episodes/s); the best learner starred."""
+def summary_tables(summary: pd.DataFrame, speed: bool = True, published: pd.DataFrame | None = None) -> list[TextTable]:
+    """Per setting: learner, accuracy (%) ± 95% CI, episodes (and episodes/s); the best learner starred.
+
+    ``published`` rows (:func:`gpicl_bench.reference.select`) of the setting's suite, way and shot follow the measured
+    ones, with a source column and the paper's precision, so they inform the reading without posing as measurements.
+    """
     tables = []
     best_of = summary.groupby(SETTING, sort=False)["accuracy"].transform("max")
+    beside = {} if published is None else dict(iter(published.groupby(["suite", "way", "shot"], sort=False)))
     for _, rows in summary.assign(best=summary["accuracy"] == best_of).groupby(SETTING, sort=False):
+        first = rows.iloc[0]
+        extra = beside.get((first["suite"], first["way"], first["shot"]))
+        source = [] if extra is None else [MEASURED]
         header = ["learner", "accuracy %", "± 95% CI", "episodes"] + (["episodes/s"] if speed else [])
+        header += ["source"] if source else []
         cells = []
         for _, row in rows.iterrows():
             line = [
@@ -60,8 +79,15 @@ def summary_tables(summary: pd.DataFrame, speed: bool = True) -> list[TextTable]
                 percent(row["ci95"]),
                 str(row["episodes"]),
             ]
-            cells.append(line + ([f"{row['episodes_per_second']:,.0f}"] if speed else []))
-        tables.append(TextTable(setting_title(rows.iloc[0]), header, cells, rows["best"].tolist()))
+            cells.append(line + ([f"{row['episodes_per_second']:,.0f}"] if speed else []) + source)
+        bold = rows["best"].tolist()
+        if extra is not None:
+            blank = [MISSING] * (len(header) - 3)
+            cells += [
+                [row["learner"], f"{100 * row['accuracy']:.1f}", *blank, row["source"]] for _, row in extra.iterrows()
+            ]
+            bold += [False] * len(extra)
+        tables.append(TextTable(setting_title(first), header, cells, bold, "" if extra is None else PUBLISHED_NOTE))
     return tables
 
 
@@ -95,11 +121,13 @@ def pair_tables(pairs: pd.DataFrame) -> list[TextTable]:
 
 
 def to_rich(table: TextTable) -> Table:
-    out = Table(title=table.title, title_justify="left")
+    """A rich table whose text is literal: labels such as ``cub [clip]`` or ``knn [a]`` are not markup."""
+    caption = Text(table.note) if table.note else None
+    out = Table(title=Text(table.title), title_justify="left", caption=caption, caption_justify="left")
     for index, name in enumerate(table.header):
-        out.add_column(name, justify="left" if index == 0 or name in ("a", "b") else "right")
+        out.add_column(Text(name), justify="left" if index == 0 or name in LEFT_COLUMNS else "right")
     for cells, bold in zip(table.rows, table.bold, strict=True):
-        out.add_row(*cells, style="bold" if bold else None)
+        out.add_row(*map(Text, cells), style="bold" if bold else None)
     return out
 
 
@@ -110,8 +138,9 @@ def to_markdown(table: TextTable) -> str:
     rows = [
         line([f"**{c}**" if bold else c for c in cells]) for cells, bold in zip(table.rows, table.bold, strict=True)
     ]
-    align = ["---" if i == 0 or h in ("a", "b") else "---:" for i, h in enumerate(table.header)]
-    return "\n".join([f"**{table.title}**", "", line(table.header), line(align), *rows, ""])
+    align = ["---" if i == 0 or h in LEFT_COLUMNS else "---:" for i, h in enumerate(table.header)]
+    note = [f"_{table.note}_", ""] if table.note else []
+    return "\n".join([f"**{table.title}**", "", line(table.header), line(align), *rows, "", *note])
 
 
 _LATEX_SPECIAL = {
@@ -127,6 +156,10 @@ _LATEX_SPECIAL = {
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
     "−": r"$-$",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "†": r"\textdagger{}",
+    MISSING: "---",
     BEST: r"$\star$",
 }
 
@@ -136,7 +169,7 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(table: TextTable) -> str:
-    columns = "".join("l" if i == 0 or h in ("a", "b") else "r" for i, h in enumerate(table.header))
+    columns = "".join("l" if i == 0 or h in LEFT_COLUMNS else "r" for i, h in enumerate(table.header))
     lines = [
         f"% {latex_escape(table.title)}",
         r"\begin{tabular}{" + columns + "}",
@@ -147,12 +180,16 @@ def to_latex(table: TextTable) -> str:
     for cells, bold in zip(table.rows, table.bold, strict=True):
         escaped = [latex_escape(c) for c in cells]
         lines.append(" & ".join(rf"\textbf{{{c}}}" if bold else c for c in escaped) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    lines += [r"\bottomrule", r"\end{tabular}", *([f"% {latex_escape(table.note)}"] if table.note else []), ""]
     return "\n".join(lines)
 
 
-def comparison_csv(summary: pd.DataFrame, pairs: pd.DataFrame) -> str:
-    """One tidy CSV: every pair with both learners' mean accuracies and which learner is best in the setting."""
+def comparison_csv(summary: pd.DataFrame, pairs: pd.DataFrame, published: pd.DataFrame | None = None) -> str:
+    """One tidy CSV: every pair with both learners' mean accuracies and which learner is best in the setting.
+
+    With ``published`` (:func:`gpicl_bench.reference.select`) a ``source`` column tells measured pairs from published
+    rows, which fill only suite, way, shot, ``learner_a`` and ``accuracy_a``: they have no episodes to pair.
+    """
     means = summary.set_index([*SETTING, "learner"])["accuracy"]
     best = summary[summary["best"]].groupby(SETTING)["learner"].agg(" / ".join)
     frame = pairs.copy()
@@ -161,4 +198,7 @@ def comparison_csv(summary: pd.DataFrame, pairs: pd.DataFrame) -> str:
     frame.insert(len(SETTING) + 2, "accuracy_a", means.reindex(index_a).to_numpy())
     frame.insert(len(SETTING) + 3, "accuracy_b", means.reindex(index_b).to_numpy())
     frame["best_in_setting"] = best.reindex(pd.MultiIndex.from_frame(frame[SETTING])).to_numpy()
+    if published is not None:
+        extra = published.rename(columns={"learner": "learner_a", "accuracy": "accuracy_a"})
+        frame = pd.concat([frame.assign(source=MEASURED).astype(object), extra.astype(object)], ignore_index=True)
     return frame.to_csv(index=False)

@@ -18,8 +18,6 @@ from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
-from gpicl_bench.results import GroupKey
-from gpicl_bench.suites import open_suite
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +41,9 @@ class Spec:
     episodes: int = 1000
     seed: int = 0
     split: str = "test"
+    encoder: str = "pixels"  # turns image suites into features (feature suites such as digits ignore it)
+    data_root: str = ""  # where image suites look for their folders (else $GPICL_BENCH_DATA)
+    cache_dir: str = ""  # the feature cache (else $GPICL_BENCH_CACHE or ~/.cache/gpicl-bench)
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\"):
@@ -67,16 +68,6 @@ class Spec:
         """Canonical learner labels (checked against the registry), in spec order, without duplicates."""
         labels = [str(LEARNERS.canonical(Ref.parse(text))) for text in self.learners]
         return list(dict.fromkeys(labels))
-
-    def groups(self) -> list[GroupKey]:
-        """Every group this spec produces, in run order."""
-        learners = self.learner_labels()
-        return [
-            GroupKey(open_suite(suite).label, learner, shape.way, shape.shot, shape.query)
-            for suite in dict.fromkeys(self.suites)
-            for shape in self.shapes()
-            for learner in learners
-        ]
 
     def replace(self, **changes: Any) -> Spec:
         """A copy with the given fields changed; ``None`` values and empty sequences leave a field as it is."""

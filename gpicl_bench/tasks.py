@@ -8,7 +8,11 @@ generalisation. A ``bias_fraction`` of every batch uses one fixed task (classes 
 task 0): the paper's biased-permutation curriculum against the loss plateau. A ``copy_fraction`` of every batch are
 copy tasks: each class is one fixed image, repeated, so that matching a query to an earlier identical input and
 reading its label — the mechanism in-context learning grows from — pays off at once. With ``min_way``, each task
-has its own number of classes, uniform in [min_way, way], so small tasks are in every batch as well.
+has its own number of classes, uniform in [min_way, way], so small tasks are in every batch as well. With
+``balanced``, the context labels are a random arrangement of (nearly) equal class counts, as in a few-shot support set.
+``queries`` appends that many query slots after the context of ``length`` examples: meta-training reads each one
+as evaluation reads a query (after the whole context, seeing no other query), so the loss also trains the exact
+few-shot read-out.
 
 Everything is a counter-based hash of (seed, step, sequence, position), like the episodes, so the stream is the same on
 every device and for every split of a batch across processes; it shares no random stream with evaluation episodes,
@@ -30,6 +34,7 @@ from gpicl_bench.episodes import (
     ClassIndex,
     project,
     random_bits,
+    random_order,
     random_projections,
     stream_key,
 )
@@ -44,6 +49,8 @@ class TaskDistribution:
     way: int = 5
     min_way: int = 0  # 0: every task has ``way`` classes; else each task's count is uniform in [min_way, way]
     length: int = 30
+    queries: int = 0  # query slots after the context, each read like an episode's query
+    balanced: bool = False  # context labels: equal class counts in a random order (else each label uniform)
     tasks: int = 0
     bias_fraction: float = 0.0
     copy_fraction: float = 0.0  # share of each batch whose tasks use one fixed image per class (exact repeats)
@@ -52,14 +59,16 @@ class TaskDistribution:
 
     def __post_init__(self) -> None:
         bad_min_way = self.min_way and not 2 <= self.min_way <= self.way
-        if self.way < 2 or self.length < 2 or self.tasks < 0 or bad_min_way or not 0.0 <= self.bias_fraction <= 1.0:
+        bad_counts = self.way < 2 or self.length < 2 or self.queries < 0 or self.tasks < 0
+        if bad_counts or bad_min_way or not 0.0 <= self.bias_fraction <= 1.0:
             raise UserError(f"invalid task distribution: {self}")
 
 
 @dataclass(frozen=True)
 class TaskBatch:
-    """Meta-training sequences: inputs [B, L, d], labels [B, L], each task's class count [B], and which sequences
-    are regular tasks (not the fixed biased task nor a copy task), the ones that measure in-context learning."""
+    """Meta-training sequences: inputs [B, L+Q, d] and labels [B, L+Q] (context, then query slots), each task's
+    class count [B], and which sequences are regular tasks (not the fixed biased task nor a copy task), the ones that
+    measure in-context learning."""
 
     x: Tensor
     labels: Tensor
@@ -68,7 +77,7 @@ class TaskBatch:
 
 
 class TaskStream:
-    """Batches of meta-training sequences ``(x [B, L, d], y [B, L])`` from one split, as a pure function of step."""
+    """Batches of meta-training sequences ``(x [B, L+Q, d], y [B, L+Q])`` from one split, as a pure function of step."""
 
     def __init__(self, data: SplitData, distribution: TaskDistribution) -> None:
         self.data = data
@@ -101,18 +110,20 @@ class TaskStream:
         task = torch.where(biased, 0, self.task_ids(step, sequences))  # biased sequences all use task 0
         all_classes = torch.arange(self.index.num_classes, device=device)
         class_bits = random_bits(self._keys[STREAM_TASK_CLASSES], task[:, None], all_classes[None, :])
-        classes = torch.argsort((class_bits << 20) | all_classes, dim=1)[:, : d.way]  # random ordered choice
+        classes = random_order(class_bits)[:, : d.way]  # a random ordered choice of classes
         classes = torch.where(biased[:, None], all_classes[None, : d.way], classes)
         ways = torch.full_like(task, d.way)
         if d.min_way:
             way_bits = random_bits(self._keys[STREAM_TASK_CLASSES], task, torch.full_like(task, 0xFFFFFFFF))
             ways = d.min_way + way_bits % (d.way - d.min_way + 1)
 
-        positions = torch.arange(d.length, device=device)[None, :]
+        positions = torch.arange(d.length + d.queries, device=device)[None, :]
         examples = self._keys[STREAM_TASK_EXAMPLES]
         step_counter = torch.full_like(sequences, step)[:, None]
-        labels = random_bits(examples, step_counter, sequences[:, None], positions, torch.zeros_like(positions))
-        labels = labels % ways[:, None]  # [B, L]
+        label_bits = random_bits(examples, step_counter, sequences[:, None], positions, torch.zeros_like(positions))
+        if d.balanced:  # slot p of the context takes the p-th entry of a random permutation of 0..L-1, modulo way
+            label_bits[:, : d.length] = random_order(label_bits[:, : d.length])
+        labels = label_bits % ways[:, None]  # [B, L+Q]
         chosen = torch.gather(classes, 1, labels)
         picks = random_bits(examples, step_counter, sequences[:, None], positions, torch.ones_like(positions))
         exemplar = random_bits(self._keys[STREAM_TASK_CLASSES], task[:, None], chosen, torch.full_like(chosen, 7))

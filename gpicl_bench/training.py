@@ -20,25 +20,29 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from gpicl_bench import checkpoints
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
+from gpicl_bench.features import FeatureSettings
 from gpicl_bench.learners.sequence import (
     SequenceConfig,
     SequenceLearner,
     SequenceModel,
+    episode_tokens,
     make_tokens,
     prepare_inputs,
     shift_labels,
 )
 from gpicl_bench.suites import SplitData, open_suite
-from gpicl_bench.tasks import TaskDistribution, TaskStream
+from gpicl_bench.tasks import TaskBatch, TaskDistribution, TaskStream
 
 _KNOB_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 PLATEAU_EXIT = 0.8  # the loss has left the plateau once the smoothed loss of regular tasks is below 80% of chance
 HELD_OUT_QUERIES = 5
+SEEN_SEQUENCES = 256
 HELD_OUT_SEED = 1_000_003  # seed of the held-out episodes (val split, evaluation projection stream)
 
 
@@ -56,7 +60,13 @@ def knob(default: Any, help: str) -> Any:
 class TrainingOptions:
     """Every knob of meta-training; the defaults are the recipe of the shipped checkpoint."""
 
-    source: str = knob("digits", "suite reference whose 'train' split provides the inputs (e.g. digits)")
+    source: str = knob(
+        "digits",
+        "suite reference(s) whose 'train' splits provide the inputs, joined by '+' (e.g. digits, cub+aircraft)",
+    )
+    encoder: str = knob("pixels", "encoder of image sources (their features come from the feature cache)")
+    data_root: str = knob("", "folder of the image sources' data (default: $GPICL_BENCH_DATA)")
+    cache_dir: str = knob("", "feature cache folder (default: $GPICL_BENCH_CACHE or ~/.cache/gpicl-bench)")
     kind: str = knob("transformer", "model: transformer (GPICL) or lstm")
     d_model: int = knob(128, "model width (transformer) or hidden size (lstm)")
     layers: int = knob(4, "number of Transformer blocks or LSTM layers")
@@ -65,6 +75,8 @@ class TrainingOptions:
     way: int = knob(5, "classes per meta-training task (the most, with min_way)")
     min_way: int = knob(2, "if set, each task's class count is uniform in [min_way, way] (0 = always way)")
     sequence_length: int = knob(40, "examples per meta-training sequence (L)")
+    queries: int = knob(0, "query slots after each sequence, each read like an episode's query (sees the L examples)")
+    balanced: bool = knob(False, "equal class counts in each sequence, in a random order (like a support set)")
     tasks: int = knob(0, "number of distinct tasks: 0 = fresh tasks every step, else a finite pool (e.g. 2**13)")
     bias_fraction: float = knob(0.0, "share of every batch that uses one fixed label permutation (curriculum)")
     copy_fraction: float = knob(0.25, "share of every batch whose tasks repeat one fixed image per class")
@@ -108,6 +120,8 @@ class TrainingOptions:
             way=self.way,
             min_way=self.min_way if warming_up else 0,
             length=self.sequence_length,
+            queries=self.queries,
+            balanced=self.balanced,
             tasks=self.tasks,
             bias_fraction=self.bias_fraction,
             copy_fraction=self.copy_fraction if warming_up else 0.0,
@@ -160,17 +174,64 @@ class HeldOut:
 
     @classmethod
     def of(cls, options: TrainingOptions, device: torch.device) -> HeldOut:
-        data = open_suite(options.source).suite.load("val")
+        data = source_data(options, "val", device)
         shape = EpisodeShape(options.way, options.eval_shot, HELD_OUT_QUERIES)
         sampler = EpisodeSampler(data.labels, shape, HELD_OUT_SEED, where=f"split 'val' of {options.source!r}")
-        on_device = dataclasses.replace(data, features=data.features.to(device), labels=data.labels.to(device))
-        return cls(on_device, sampler.to(device), options.eval_episodes)
+        return cls(data, sampler.to(device), options.eval_episodes)
 
     def accuracy(self, model: SequenceModel) -> float:
         was_training = model.training
         correct = evaluate_group(SequenceLearner(model), self.data, self.sampler, self.episodes, 250, True).correct
         model.train(was_training)
         return float(np.mean(correct)) / (self.sampler.shape.way * HELD_OUT_QUERIES)
+
+
+def source_labels(options: TrainingOptions, device: torch.device) -> list[str]:
+    """The canonical labels of the training sources (image sources name their encoder)."""
+    return [open_suite(text, _settings(options, device)).label for text in _source_texts(options)]
+
+
+def source_data(options: TrainingOptions, split: str, device: torch.device) -> SplitData:
+    """One split of all training sources on ``device``, classes of different sources kept apart; image sources are
+    read through the encoder and the feature cache, so universal meta-training runs on cached features."""
+    parts = [open_suite(text, _settings(options, device)) for text in _source_texts(options)]
+    loaded = [(part.label, part.suite.load(split)) for part in parts]
+    dims = {data.dim for _, data in loaded}
+    if len(dims) > 1:
+        raise UserError(f"training sources have different feature sizes {sorted(dims)}; use one encoder for all")
+    offsets = np.cumsum([0] + [len(data.class_names) for _, data in loaded])
+    features = torch.cat([data.features for _, data in loaded])
+    labels = torch.cat([data.labels + int(offset) for (_, data), offset in zip(loaded, offsets[:-1], strict=True)])
+    names = tuple(f"{label}/{name}" if len(loaded) > 1 else name for label, data in loaded for name in data.class_names)
+    return SplitData(features.to(device), labels.to(device), names)
+
+
+def _source_texts(options: TrainingOptions) -> list[str]:
+    texts = [text.strip() for text in options.source.split("+")]
+    if not all(texts):
+        raise UserError(f"malformed training source {options.source!r}: empty name between '+'")
+    return texts
+
+
+def _settings(options: TrainingOptions, device: torch.device) -> FeatureSettings:
+    return FeatureSettings(options.encoder, options.data_root, options.cache_dir, str(device))
+
+
+def seen_task_accuracy(model: SequenceModel, stream: TaskStream, options: TrainingOptions) -> float:
+    """Accuracy on meta-training tasks: the sequences of step 0 (training never draws step 0, but a finite pool's
+    tasks recur at every step), at the second half of each context, where the task has been shown. Set beside the
+    held-out accuracy it separates memorising tasks from learning to learn (GPICL's task-count transition)."""
+    was_training = model.training
+    model.eval()
+    batch = stream.batch(0, SEEN_SEQUENCES)
+    with torch.no_grad():
+        logits = batch_logits(model, batch, options)
+    model.train(was_training)
+    absent = torch.arange(options.way, device=logits.device)[None, :] >= batch.ways[:, None]
+    predictions = logits.masked_fill(absent[:, None, :], float("-inf")).argmax(-1)
+    start = options.sequence_length // 2
+    correct = (predictions == batch.labels)[:, start : options.sequence_length]
+    return float(correct[batch.regular].float().mean()) if batch.regular.any() else float("nan")
 
 
 def learning_rate_factor(options: TrainingOptions, step: int) -> float:
@@ -187,15 +248,24 @@ def expected_chance_loss(options: TrainingOptions, warming_up: bool = True) -> f
     return sum(math.log(w) for w in ways) / len(ways)
 
 
+def batch_logits(model: SequenceModel, batch: TaskBatch, options: TrainingOptions) -> Tensor:
+    """Logits [B, L+Q, way]: causal over the context, and each query slot read after the whole context."""
+    x = prepare_inputs(batch.x, model.config.input_dim)
+    if not options.queries:
+        tokens = make_tokens(x, shift_labels(batch.labels), options.max_classes)
+        return model.sequence_logits(tokens)[..., : options.way]
+    length = options.sequence_length
+    support, query = episode_tokens(x[:, :length], batch.labels[:, :length], x[:, length:], options.max_classes)
+    return model.read_episode(support, query)[..., : options.way]
+
+
 def train(
     options: TrainingOptions,
     device: torch.device,
     on_log: Callable[[TrainingLog], None] | None = None,
 ) -> TrainingResult:
     """Meta-train a sequence model from scratch; deterministic on one device for given options."""
-    source = open_suite(options.source)
-    data = source.suite.load("train")
-    data = dataclasses.replace(data, features=data.features.to(device), labels=data.labels.to(device))
+    data = source_data(options, "train", device)
     held_out = HeldOut.of(options, device)
     warm_up_stream = TaskStream(data, options.distribution(warming_up=True))
     main_stream = TaskStream(data, options.distribution(warming_up=False))
@@ -211,10 +281,7 @@ def train(
     for step in range(1, options.steps + 1):
         in_curriculum = not options.curriculum_steps or step <= options.curriculum_steps or plateau_exit is None
         batch = (warm_up_stream if in_curriculum else main_stream).batch(step, options.batch_size)
-        tokens = make_tokens(
-            prepare_inputs(batch.x, model.config.input_dim), shift_labels(batch.labels), options.max_classes
-        )
-        logits = model.sequence_logits(tokens)[..., : options.way]
+        logits = batch_logits(model, batch, options)
         absent = torch.arange(options.way, device=device)[None, :] >= batch.ways[:, None]  # classes a task lacks
         logits = logits.masked_fill(absent[:, None, :], float("-inf"))
         losses = F.cross_entropy(logits.transpose(1, 2), batch.labels, reduction="none")  # [B, L]
@@ -235,7 +302,16 @@ def train(
         accuracy = None
         if step % options.eval_every == 0 or step == options.steps or out_of_time:
             accuracy = held_out.accuracy(model)
-            history.append({"step": step, "regular_loss": smoothed, "held_out_accuracy": accuracy, "seconds": elapsed})
+            seen = seen_task_accuracy(model, main_stream, options)
+            history.append(
+                {
+                    "step": step,
+                    "regular_loss": smoothed,
+                    "held_out_accuracy": accuracy,
+                    "seen_task_accuracy": seen,
+                    "seconds": elapsed,
+                }
+            )
         if on_log is not None:
             on_log(TrainingLog(step, options.steps, smoothed, accuracy, elapsed))
         if out_of_time:
@@ -244,7 +320,12 @@ def train(
     model.eval()
     metadata = {
         "training": options.to_dict(),
-        "data": {"source": source.label, "split": "train", "dim": data.dim, "classes": len(data.class_names)},
+        "data": {
+            "sources": source_labels(options, device),
+            "split": "train",
+            "dim": data.dim,
+            "classes": len(data.class_names),
+        },
         "seed": options.seed,
         "steps": step,
         "seconds": time.perf_counter() - started,
@@ -255,6 +336,8 @@ def train(
             "chance_loss": expected_chance_loss(options, warming_up=False),
             "plateau_exit_step": plateau_exit,
             "held_out_accuracy": history[-1]["held_out_accuracy"] if history else None,
+            "seen_task_accuracy": history[-1]["seen_task_accuracy"] if history else None,
+            "seen_tasks": f"{SEEN_SEQUENCES} meta-training sequences of step 0, second half of each context",
             "held_out": f"{options.way}-way {options.eval_shot}-shot projected episodes of 'val'",
             "history": history,
         },

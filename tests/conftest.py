@@ -28,3 +28,10 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(int(exit_info.value.code or 0), captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture(autouse=True)
+def _feature_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never write to the user's feature cache nor read a data root from the environment."""
+    monkeypatch.setenv("GPICL_BENCH_CACHE", str(tmp_path_factory.mktemp("feature-cache")))
+    monkeypatch.delenv("GPICL_BENCH_DATA", raising=False)

@@ -38,7 +38,7 @@ class _Block(nn.Module):
 
 
 class GPICLTransformer(SequenceModel):
-    """Causal Transformer in-context learner; ``episode_logits`` reads all queries of all episodes in one pass."""
+    """Causal Transformer in-context learner; ``read_episode`` reads all queries of all episodes in one pass."""
 
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__(config)
@@ -61,7 +61,7 @@ class GPICLTransformer(SequenceModel):
         previous = F.pad(x, (0, 0, 1, 0))[:, :-1]
         return self._run(x, previous, None, torch.arange(tokens.shape[1], device=tokens.device))
 
-    def episode_logits(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
+    def read_episode(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
         """Every query sits at position S, right after the support, and sees only the support and itself."""
         support, queries = support_tokens.shape[1], query_tokens.shape[1]
         device = support_tokens.device
@@ -69,7 +69,7 @@ class GPICLTransformer(SequenceModel):
         support_x, query_x = self.embed(support_tokens), self.embed(query_tokens)
         previous = torch.cat([F.pad(support_x, (0, 0, 1, 0))[:, :-1], support_x[:, -1:].expand_as(query_x)], 1)
         x = torch.cat([support_x, query_x], 1)
-        return self._run(x, previous, query_mask(support, queries, device), positions)[:, support:]
+        return self._run(x, previous, query_mask(support, queries, device), positions)
 
 
 def rotary_angles(positions: Tensor, head_dim: int) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ grows with the context; GPICL found that accessible state, not parameter count, 
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel
@@ -24,9 +25,9 @@ class LSTMLearner(SequenceModel):
         output, _ = self.lstm(self.embed(tokens))
         return self.head(output)
 
-    def episode_logits(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
+    def read_episode(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
         episodes, queries = query_tokens.shape[:2]
-        _, (hidden, cell) = self.lstm(self.embed(support_tokens))
+        support_output, (hidden, cell) = self.lstm(self.embed(support_tokens))
         state = (hidden.repeat_interleave(queries, dim=1), cell.repeat_interleave(queries, dim=1))
         output, _ = self.lstm(self.embed(query_tokens.reshape(episodes * queries, 1, -1)), state)
-        return self.head(output).reshape(episodes, queries, -1)
+        return self.head(torch.cat([support_output, output.reshape(episodes, queries, -1)], 1))

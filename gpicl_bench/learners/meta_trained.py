@@ -62,6 +62,12 @@ class MetaTrained(Learner):
             log.info("meta-training a fresh %s for %d steps", self.kind, self.options.steps)
             result = train(self.options, torch.device(device), _log_progress)
             self.metadata = result.metadata
+            metrics = result.metadata["metrics"]
+            log.info(
+                "meta-trained: seen-task accuracy %.1f%%, held-out (unseen tasks) %.1f%%",
+                100 * metrics["seen_task_accuracy"],
+                100 * metrics["held_out_accuracy"],
+            )
             self.learner = SequenceLearner(result.model, self.orders)
         self.learner.to(device)
         return self

@@ -87,6 +87,14 @@ def shift_labels(labels: Tensor) -> Tensor:
     return F.pad(labels[..., :-1], (1, 0), value=-1)
 
 
+def episode_tokens(support_x: Tensor, support_y: Tensor, query_x: Tensor, max_classes: int) -> tuple[Tensor, Tensor]:
+    """Support tokens in their given order, and query tokens that carry the last support label as their previous
+    label, as if each query came right after the support."""
+    support = make_tokens(support_x, shift_labels(support_y), max_classes)
+    query = make_tokens(query_x, support_y[:, -1:].expand(-1, query_x.shape[1]), max_classes)
+    return support, query
+
+
 class SequenceModel(nn.Module, abc.ABC):
     """A trainable sequence model with both views; subclasses define the two forward passes."""
 
@@ -103,8 +111,13 @@ class SequenceModel(nn.Module, abc.ABC):
         """Causal logits [B, T, max_classes]: position t sees tokens 0..t."""
 
     @abc.abstractmethod
+    def read_episode(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
+        """Logits [E, S+Q, max_classes]: causal over the support, then each query read right after the support,
+        seeing the support and itself only (meta-training uses all of them, evaluation the queries')."""
+
     def episode_logits(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
         """Logits [E, Q, max_classes] for each query token read right after the support tokens."""
+        return self.read_episode(support_tokens, query_tokens)[:, support_tokens.shape[1] :]
 
 
 class SequenceLearner(Learner):
@@ -135,8 +148,7 @@ class SequenceLearner(Learner):
         for order in range(self.orders):
             shift = order * size // self.orders
             x, y = support_x.roll(shift, dims=1), support_y.roll(shift, dims=1)
-            support = make_tokens(x, shift_labels(y), config.max_classes)
-            query = make_tokens(query_x, y[:, -1:].expand(-1, query_x.shape[1]), config.max_classes)
+            support, query = episode_tokens(x, y, query_x, config.max_classes)
             with torch.no_grad():
                 logits = self.model.episode_logits(support, query)[..., :way].float()
             scores = logits if self.orders == 1 else torch.log_softmax(logits, -1)

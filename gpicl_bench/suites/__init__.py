@@ -8,17 +8,39 @@ results, so projected and plain evaluations never mix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from gpicl_bench.encoders import encoder_ref
 from gpicl_bench.registry import Ref, Registry, coerce_option
 from gpicl_bench.suites.base import SplitData, Suite
 from gpicl_bench.suites.digits import Digits
+from gpicl_bench.suites.fine_grained import CUB, Aircraft, ChestX, Folder
 from gpicl_bench.suites.idx import IDX
+from gpicl_bench.suites.imagenet import MiniImageNet, TieredImageNet
+from gpicl_bench.suites.images import data_root, resolve_root
+
+if TYPE_CHECKING:
+    from gpicl_bench.features import FeatureSettings
 
 SUITES: Registry[Suite] = Registry("suite")
 SUITES.register("digits", "scikit-learn's 8×8 handwritten digits, 10 classes split by image (embedded, no download)")(
     Digits
 )
 SUITES.register("idx", "MNIST, Fashion-MNIST, KMNIST or EMNIST from IDX files in root=DIR (optional resize=N)")(IDX)
+SUITES.register("mini-imagenet", "miniImageNet 64/16/20 classes: Ravi & Larochelle CSVs + images/, or l2l pickles")(
+    MiniImageNet
+)
+SUITES.register("cub", "CUB-200-2011 birds; preset=frn|closer-look (100/50/50) or meta-dataset (140/30/30); crop")(CUB)
+SUITES.register("aircraft", "FGVC-Aircraft variants; preset=frn (50/25/25) or meta-dataset (70/15/15); crop=true")(
+    Aircraft
+)
+SUITES.register("chestx", "ChestX-ray14 as in CD-FSL: 7 single-finding classes, a test split only")(ChestX)
+SUITES.register("folder", "any root=DIR/<class>/…/image tree, or DIR/{train,val,test}/<class>/… (split_fractions)")(
+    Folder
+)
+SUITES.register("tiered-imagenet", "tieredImageNet 351/97/160 classes: Ren et al. PNG pickles or the npz variant")(
+    TieredImageNet
+)
 
 __all__ = ["SUITES", "OpenSuite", "SplitData", "Suite", "open_suite"]
 
@@ -32,10 +54,28 @@ class OpenSuite:
     project: bool
 
 
-def open_suite(text: str) -> OpenSuite:
+def is_image_suite(name: str) -> bool:
+    """Whether a registered suite holds images (it needs an encoder and a data root) rather than feature vectors."""
+    return hasattr(SUITES.entry(name).factory, "images")
+
+
+def open_suite(text: str, settings: FeatureSettings | None = None) -> OpenSuite:
+    """Open a suite reference. An image suite is read through ``settings.encoder`` (default ``pixels``) and the
+    feature cache; its label names the encoder too, e.g. ``cub:preset=frn [pixels]``, so features never mix."""
     ref = Ref.parse(text)
     options = dict(ref.options)
     project = coerce_option(options.pop("project", "false"), bool, f"option 'project' of suite {ref.name!r}")
     inner = SUITES.canonical(Ref(ref.name, options))
     label = str(Ref(inner.name, {**inner.options, "project": "true"})) if project else str(inner)
-    return OpenSuite(label=label, suite=SUITES.build(inner), project=project)
+    if not is_image_suite(inner.name):
+        return OpenSuite(label=label, suite=SUITES.build(inner), project=project)
+
+    from gpicl_bench.features import EncodedSuite, FeatureSettings  # here: the feature cache reads suites
+
+    settings = settings or FeatureSettings()
+    encoder = encoder_ref(settings.encoder)
+    factory = SUITES.entry(inner.name).factory
+    root = resolve_root(inner.name, inner.options.get("root"), data_root(settings.data_root), factory.default_dir)
+    images = SUITES.build(Ref(inner.name, {**inner.options, "root": str(root)}))
+    label = f"{label} [{encoder}]"
+    return OpenSuite(label=label, suite=EncodedSuite(label, images, encoder, settings), project=project)

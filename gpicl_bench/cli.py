@@ -9,14 +9,15 @@ import logging
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gpicl_bench import __version__, analysis, engine, plots, reference, report, training
+from gpicl_bench import __version__, analysis, batching, distributed, engine, plots, reference, report, training
 from gpicl_bench.encoders import ENCODERS
 from gpicl_bench.errors import UserError
 from gpicl_bench.features import EncodedSuite, EncodeProgress, FeatureSettings
@@ -92,49 +93,71 @@ def run(
     data_root: Annotated[str | None, typer.Option(help=DATA_ROOT_HELP)] = None,
     cache_dir: Annotated[str | None, typer.Option(help=CACHE_DIR_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Episodes per batch; results never depend on it.")] = (
-        engine.DEFAULT_BATCH_SIZE
-    ),
+    batch_size: Annotated[
+        str, typer.Option(help="Episodes per batch, or auto (the most that fit in memory); results never depend on it.")
+    ] = str(engine.DEFAULT_BATCH_SIZE),
     out: Annotated[Path | None, typer.Option(help="Results file (default: results/<name>-<timestamp>.h5).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Complete the missing groups of this results file.")] = None,
     show_spec: Annotated[bool, typer.Option(help="Print the resolved spec as TOML and exit.")] = False,
     skip_bad_images: Annotated[bool, typer.Option(help="Skip unreadable images with a warning.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Evaluate learners on seeded episodes and write per-episode results to HDF5."""
-    torch_device = engine.resolve_device(device)
-    engine.check_batch_size(batch_size)
-    overrides = dict(
-        suites=suite,
-        learners=learner,
-        ways=ways,
-        shots=shots,
-        queries=queries,
-        episodes=episodes,
-        seed=seed,
-        split=split,
-        name=name,
-        encoder=encoder,
-        data_root=data_root,
-        cache_dir=cache_dir,
-    )
+    """Evaluate learners on seeded episodes and write per-episode results to HDF5 (several processes: torchrun)."""
+    batch = batching.parse_batch_size(batch_size)
+    ranks, torch_device = distributed.from_environment(engine.resolve_device(device))
+    overrides = {
+        "suites": suite,
+        "learners": learner,
+        "ways": ways,
+        "shots": shots,
+        "queries": queries,
+        "episodes": episodes,
+        "seed": seed,
+        "split": split,
+        "name": name,
+        "encoder": encoder,
+        "data_root": data_root,
+        "cache_dir": cache_dir,
+    }
+    quiet = quiet or not ranks.is_main
+    try:
+        _run(spec_path, resume, show_spec, out, overrides, ranks, torch_device, batch, skip_bad_images, quiet)
+    finally:
+        distributed.finish(ranks)
+
+
+def _run(
+    spec_path: Path | None,
+    resume: Path | None,
+    show_spec: bool,
+    out: Path | None,
+    overrides: dict[str, Any],
+    ranks: distributed.Ranks,
+    device: torch.device,
+    batch_size: batching.BatchSize,
+    skip_bad_images: bool,
+    quiet: bool,
+) -> None:
+    """The run command on one process: rank 0 owns the results file and the output, every rank evaluates."""
     if resume is not None:
         if spec_path is not None or any(v not in (None, []) for v in overrides.values()):
             raise UserError("--resume takes the spec stored in the file; drop the spec and setting options")
-        results = ResultsFile.open(resume)
-        spec = engine.spec_for_resume(results)
+        results = distributed.on_main(ranks, lambda: ResultsFile.open(resume))
+        spec = distributed.broadcast(ranks, engine.spec_for_resume(results) if results is not None else None)
     else:
         spec = (load_spec(spec_path) if spec_path is not None else Spec()).replace(**overrides)
         if show_spec:
-            sys.stdout.write(spec.to_toml())
+            if ranks.is_main:
+                sys.stdout.write(spec.to_toml())
             return
     progress = _progress(quiet)
-    settings = engine.feature_settings(spec, torch_device, _encode_progress(progress), skip_bad_images)
+    settings = engine.feature_settings(spec, device, _encode_progress(progress), skip_bad_images)
     if resume is None:
         with progress:
             engine.check(spec, settings)  # bad input fails (and images are encoded) before any file is written
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        results = ResultsFile.create(out or Path("results") / f"{spec.name}-{stamp}.h5", engine.run_attributes(spec))
+        path = out or Path("results") / f"{spec.name}-{stamp}.h5"
+        results = distributed.on_main(ranks, lambda: ResultsFile.create(path, engine.run_attributes(spec)))
     tasks: dict[GroupKey, int] = {}
 
     def on_progress(key: GroupKey, done: int, total: int) -> None:
@@ -144,15 +167,18 @@ def run(
 
     try:
         with progress:
-            engine.run(spec, results, torch_device, batch_size, on_progress, settings)
+            engine.run(spec, results, device, batch_size, on_progress, settings, ranks)
     except KeyboardInterrupt:
-        stderr.print(
-            f"interrupted: finished groups are saved in {results.path}; "
-            f"complete it with: gpicl-bench run --resume {results.path}",
-            markup=False,
-            highlight=False,
-        )
+        if results is not None:
+            stderr.print(
+                f"interrupted: finished groups are saved in {results.path}; "
+                f"complete it with: gpicl-bench run --resume {results.path}",
+                markup=False,
+                highlight=False,
+            )
         raise typer.Exit(130) from None
+    if results is None:
+        return
     for table in report.summary_tables(analysis.summarise(load(results.path))):
         stdout.print(report.to_rich(table))
     stdout.print(f"results: {results.path}", markup=False, highlight=False)
@@ -218,8 +244,23 @@ def _train(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     **knobs: object,
 ) -> None:
-    """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint."""
-    torch_device = engine.resolve_device(device)
+    """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint (several
+    processes: torchrun, DistributedDataParallel)."""
+    ranks, torch_device = distributed.from_environment(engine.resolve_device(device))
+    try:
+        _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs)
+    finally:
+        distributed.finish(ranks)
+
+
+def _train_on(
+    ranks: distributed.Ranks,
+    torch_device: torch.device,
+    spec_path: Path | None,
+    out: Path | None,
+    quiet: bool,
+    knobs: dict[str, Any],
+) -> None:
     values = read_toml(spec_path) if spec_path is not None else {}
     target = out or values.pop("out", None)
     values.update({k: v for k, v in knobs.items() if v is not None})
@@ -240,8 +281,9 @@ def _train(
         progress.update(task, completed=entry.step, info=f"loss {entry.loss:.3f} · held-out {held_out}")
 
     with progress:
-        path = training.train_to_checkpoint(options, torch_device, target, on_log)
-    stdout.print(f"checkpoint: {path}", markup=False, highlight=False)
+        path = training.train_to_checkpoint(options, torch_device, target, on_log if ranks.is_main else None, ranks)
+    if ranks.is_main:
+        stdout.print(f"checkpoint: {path}", markup=False, highlight=False)
 
 
 def _training_knob(field: dataclasses.Field[object]) -> inspect.Parameter:

@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpicl_bench import __version__
+from gpicl_bench import __version__, distributed
+from gpicl_bench.batching import BatchSize, episodes_per_batch
+from gpicl_bench.distributed import Ranks
 from gpicl_bench.episodes import EpisodeSampler
 from gpicl_bench.errors import UserError
-from gpicl_bench.evaluation import evaluate_group
+from gpicl_bench.evaluation import Evaluation, evaluate_group
 from gpicl_bench.features import EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
@@ -33,6 +35,7 @@ from gpicl_bench.spec import Spec, spec_from_dict
 from gpicl_bench.suites import SplitData, open_suite
 
 DEFAULT_BATCH_SIZE = 500
+SINGLE_PROCESS = Ranks()
 
 # Called after each batch with (group, episodes done in the group, episodes in the group).
 ProgressCallback = Callable[[GroupKey, int, int], None]
@@ -139,11 +142,6 @@ def _plan(spec: Spec, done: set[GroupKey], settings: FeatureSettings) -> list[_P
     return [plan for plan in plans if plan.keys]
 
 
-def check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise UserError(f"batch size must be positive, got {batch_size}")
-
-
 def check(spec: Spec, settings: FeatureSettings) -> None:
     """Raise the user error that running ``spec`` would meet (unknown names, missing data, impossible shapes);
     image suites are encoded here (or read from the cache), so the run itself starts at once."""
@@ -154,19 +152,25 @@ def check(spec: Spec, settings: FeatureSettings) -> None:
 
 def run(
     spec: Spec,
-    results: ResultsFile,
+    results: ResultsFile | None,
     device: torch.device,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     on_progress: ProgressCallback | None = None,
     settings: FeatureSettings | None = None,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> list[GroupOutcome]:
-    """Evaluate every group of ``spec`` missing from ``results``; each group is saved as soon as it finishes."""
-    check_batch_size(batch_size)
+    """Evaluate every group of ``spec`` missing from ``results``; each group is saved as soon as it finishes.
+
+    Under torchrun every rank evaluates its contiguous share of each group's episodes and rank 0, which alone holds
+    ``results``, writes the group: the file is the one a single process writes.
+    """
     settings = settings or feature_settings(spec, device)
     learners = {label: LEARNERS.build(Ref.parse(label)) for label in spec.learner_labels()}
+    done = distributed.broadcast(ranks, results.group_keys() if results is not None else set())
+    shard = ranks.shard(spec.episodes)
     outcomes = []
     device_data: tuple[SplitData, SplitData] | None = None  # (data on the CPU, the same on the device)
-    for plan in _plan(spec, results.group_keys(), settings):
+    for plan in _plan(spec, done, settings):
         if device_data is None or device_data[0] is not plan.data:
             device_data = (
                 plan.data,
@@ -174,32 +178,37 @@ def run(
             )
         sampler = plan.sampler.to(device)
         for key in plan.keys:
-            report = (lambda n, key=key: on_progress(key, n, spec.episodes)) if on_progress else None
+            report = (lambda n, key=key: on_progress(key, n, len(shard))) if on_progress else None
             learner = learners[key.learner].to(device)  # a fresh sequence learner meta-trains here, untimed
+            batch = episodes_per_batch(batch_size, learner, sampler.shape, plan.data.dim, plan.project_inputs, device)
             started = dt.datetime.now(dt.timezone.utc)
             clock = time.perf_counter()
             evaluation = evaluate_group(
-                learner, device_data[1], sampler, spec.episodes, batch_size, plan.project_inputs, report, True
+                learner, device_data[1], sampler, shard, batch, plan.project_inputs, report, True
             )
+            evaluation = Evaluation.merge(distributed.gather(ranks, evaluation))
             outcome = GroupOutcome(key, evaluation.correct, time.perf_counter() - clock)
+            outcomes.append(outcome)
+            if results is None:
+                continue
             attributes = {
                 "split": spec.split,
                 "seed": spec.seed,
                 "episodes": spec.episodes,
                 "device": device.type,
                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-                "batch_size": batch_size,
+                "processes": ranks.world_size,
+                "batch_size": batch,
+                "batch_size_rule": str(batch_size),
                 "seconds": outcome.seconds,
                 "episodes_per_second": outcome.episodes_per_second,
                 "started": started.isoformat(timespec="seconds"),
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "learner_details": json.dumps(learner.details(), sort_keys=True),
             }
-            curves = (
-                {"position_accuracy": evaluation.position_accuracy} if evaluation.position_accuracy is not None else {}
-            )
+            curve = evaluation.position_accuracy
+            curves = {"position_accuracy": curve} if curve is not None else {}
             results.add_group(key, np.arange(spec.episodes), evaluation.correct, attributes, curves)
-            outcomes.append(outcome)
     return outcomes
 
 

@@ -18,48 +18,68 @@ CURVE_EPISODES = 1000  # the in-context learning curve is the mean over the firs
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Correct queries per episode, and for sequence learners the accuracy at each position of the sequence view."""
+    """Correct queries per evaluated episode and, for sequence learners, the correct predictions at each position of
+    the sequence view summed over the evaluated episodes among the first ``CURVE_EPISODES``."""
 
     correct: np.ndarray
-    position_accuracy: np.ndarray | None
+    position_correct: np.ndarray | None
+    curve_episodes: int
+
+    @property
+    def position_accuracy(self) -> np.ndarray | None:
+        """The in-context learning curve: accuracy at each position."""
+        if self.position_correct is None or not self.curve_episodes:
+            return None
+        return self.position_correct / self.curve_episodes
+
+    @staticmethod
+    def merge(parts: list[Evaluation]) -> Evaluation:
+        """One evaluation from those of consecutive shares of the episodes (in order)."""
+        curves = [part.position_correct for part in parts if part.position_correct is not None]
+        return Evaluation(
+            np.concatenate([part.correct for part in parts]),
+            np.sum(curves, axis=0) if curves else None,
+            sum(part.curve_episodes for part in parts),
+        )
 
 
 def evaluate_group(
     learner: Learner,
     data: SplitData,
     sampler: EpisodeSampler,
-    episodes: int,
+    episodes: range,
     batch_size: int,
     project_inputs: bool,
     on_batch: Callable[[int], None] | None = None,
     with_curve: bool = False,
 ) -> Evaluation:
-    """Evaluate episodes 0..episodes-1 batch by batch on the data's device (``with_curve``: also the in-context
-    learning curve of learners that read sequences)."""
+    """Evaluate the given episode ids batch by batch on the data's device (``with_curve``: also the in-context
+    learning curve of learners that read sequences). Any share of the ids gives the same per-episode results."""
     device = data.features.device
     way = sampler.shape.way
-    correct = torch.empty(episodes, dtype=torch.int64, device=device)
+    correct = torch.empty(len(episodes), dtype=torch.int64, device=device)
     curve = with_curve and isinstance(learner, SequencePredictor)
     length = way * (sampler.shape.shot + sampler.shape.query)
     position_correct = torch.zeros(length, dtype=torch.int64, device=device)
     with torch.inference_mode():
-        for start in range(0, episodes, batch_size):
-            ids = torch.arange(start, min(start + batch_size, episodes), device=device)
+        for offset in range(0, len(episodes), batch_size):
+            first = episodes.start + offset
+            ids = torch.arange(first, min(first + batch_size, episodes.stop), device=device)
             batch = sampler.sample(ids)
             maps = random_projections(sampler.seed, ids, data.dim) if project_inputs else None
             support_x, query_x = _inputs(data, batch.support_index, maps), _inputs(data, batch.query_index, maps)
             logits = learner.predict(support_x, batch.support_labels, query_x, way)
-            correct[start : start + len(ids)] = (logits.argmax(-1) == batch.query_labels).sum(-1)
-            if curve and start < CURVE_EPISODES:
-                kept = min(len(ids), CURVE_EPISODES - start)
+            correct[offset : offset + len(ids)] = (logits.argmax(-1) == batch.query_labels).sum(-1)
+            if curve and first < CURVE_EPISODES:
+                kept = min(len(ids), CURVE_EPISODES - first)
                 order = query_order(batch, sampler.seed)[:kept]
                 inputs = torch.cat([support_x[:kept], _take(query_x[:kept], order)], 1)
                 labels = torch.cat([batch.support_labels[:kept], torch.gather(batch.query_labels[:kept], 1, order)], 1)
                 position_correct += (learner.sequence_predictions(inputs, labels, way) == labels).sum(0)
             if on_batch is not None:
-                on_batch(start + len(ids))
-    positions = (position_correct.double() / min(episodes, CURVE_EPISODES)).cpu().numpy() if curve else None
-    return Evaluation(correct.cpu().numpy(), positions)
+                on_batch(offset + len(ids))
+    curve_episodes = max(0, min(episodes.stop, CURVE_EPISODES) - episodes.start) if curve else 0
+    return Evaluation(correct.cpu().numpy(), position_correct.cpu().numpy() if curve else None, curve_episodes)
 
 
 def _take(rows: Tensor, order: Tensor) -> Tensor:

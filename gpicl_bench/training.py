@@ -21,8 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
-from gpicl_bench import checkpoints
+from gpicl_bench import checkpoints, distributed
+from gpicl_bench.distributed import Ranks
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
@@ -43,6 +45,7 @@ _KNOB_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str":
 PLATEAU_EXIT = 0.8  # the loss has left the plateau once the smoothed loss of regular tasks is below 80% of chance
 HELD_OUT_QUERIES = 5
 SEEN_SEQUENCES = 256
+SINGLE_PROCESS = Ranks()
 HELD_OUT_SEED = 1_000_003  # seed of the held-out episodes (val split, evaluation projection stream)
 
 
@@ -71,6 +74,7 @@ class TrainingOptions:
     d_model: int = knob(128, "model width (transformer) or hidden size (lstm)")
     layers: int = knob(4, "number of Transformer blocks or LSTM layers")
     heads: int = knob(4, "attention heads (transformer)")
+    rotary_fraction: float = knob(1.0, "share of each attention head's dimensions given rotary positions (transformer)")
     max_classes: int = knob(10, "label outputs of the model; N-way episodes use the first N")
     way: int = knob(5, "classes per meta-training task (the most, with min_way)")
     min_way: int = knob(2, "if set, each task's class count is uniform in [min_way, way] (0 = always way)")
@@ -112,6 +116,7 @@ class TrainingOptions:
             d_model=self.d_model,
             layers=self.layers,
             heads=self.heads,
+            rotary_fraction=self.rotary_fraction,
         )
 
     def distribution(self, warming_up: bool = True) -> TaskDistribution:
@@ -181,7 +186,8 @@ class HeldOut:
 
     def accuracy(self, model: SequenceModel) -> float:
         was_training = model.training
-        correct = evaluate_group(SequenceLearner(model), self.data, self.sampler, self.episodes, 250, True).correct
+        learner = SequenceLearner(model)
+        correct = evaluate_group(learner, self.data, self.sampler, range(self.episodes), 250, True).correct
         model.train(was_training)
         return float(np.mean(correct)) / (self.sampler.shape.way * HELD_OUT_QUERIES)
 
@@ -248,23 +254,34 @@ def expected_chance_loss(options: TrainingOptions, warming_up: bool = True) -> f
     return sum(math.log(w) for w in ways) / len(ways)
 
 
-def batch_logits(model: SequenceModel, batch: TaskBatch, options: TrainingOptions) -> Tensor:
-    """Logits [B, L+Q, way]: causal over the context, and each query slot read after the whole context."""
-    x = prepare_inputs(batch.x, model.config.input_dim)
+def batch_logits(model: SequenceModel | DistributedDataParallel, batch: TaskBatch, options: TrainingOptions) -> Tensor:
+    """Logits [B, L+Q, way]: causal over the context, and each query slot read after the whole context (through
+    the model's ``forward``, so that DistributedDataParallel sees the pass)."""
+    input_dim = (model.module if isinstance(model, DistributedDataParallel) else model).config.input_dim
+    x = prepare_inputs(batch.x, input_dim)
     if not options.queries:
-        tokens = make_tokens(x, shift_labels(batch.labels), options.max_classes)
-        return model.sequence_logits(tokens)[..., : options.way]
+        return model(make_tokens(x, shift_labels(batch.labels), options.max_classes))[..., : options.way]
     length = options.sequence_length
     support, query = episode_tokens(x[:, :length], batch.labels[:, :length], x[:, length:], options.max_classes)
-    return model.read_episode(support, query)[..., : options.way]
+    return model(support, query)[..., : options.way]
 
 
 def train(
     options: TrainingOptions,
     device: torch.device,
     on_log: Callable[[TrainingLog], None] | None = None,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> TrainingResult:
-    """Meta-train a sequence model from scratch; deterministic on one device for given options."""
+    """Meta-train a sequence model from scratch; deterministic on one device for given options.
+
+    Under torchrun each rank computes its contiguous share of every batch's sequences (the task stream is a pure
+    function of step and sequence) and DistributedDataParallel averages the gradients, which is the full batch's
+    mean gradient; the loss statistics that steer the curriculum are summed over ranks, so every rank takes the same
+    decisions. Rank 0 alone runs the held-out checks and reports.
+    """
+    if options.batch_size % ranks.world_size:
+        raise UserError(f"batch_size ({options.batch_size}) must be a multiple of the {ranks.world_size} processes")
+    share = ranks.shard(options.batch_size)
     data = source_data(options, "train", device)
     held_out = HeldOut.of(options, device)
     warm_up_stream = TaskStream(data, options.distribution(warming_up=True))
@@ -272,6 +289,9 @@ def train(
     torch.manual_seed(options.seed)
     model = checkpoints.build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
     model.to(device).train()
+    network: SequenceModel | DistributedDataParallel = model
+    if ranks.distributed:
+        network = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     optimiser = torch.optim.Adam(model.parameters(), lr=options.lr, eps=options.adam_eps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, partial(learning_rate_factor, options))
 
@@ -280,8 +300,9 @@ def train(
     step = 0
     for step in range(1, options.steps + 1):
         in_curriculum = not options.curriculum_steps or step <= options.curriculum_steps or plateau_exit is None
-        batch = (warm_up_stream if in_curriculum else main_stream).batch(step, options.batch_size)
-        logits = batch_logits(model, batch, options)
+        stream = warm_up_stream if in_curriculum else main_stream
+        batch = stream.batch(step, options.batch_size, share.start, len(share))
+        logits = batch_logits(network, batch, options)
         absent = torch.arange(options.way, device=device)[None, :] >= batch.ways[:, None]  # classes a task lacks
         logits = logits.masked_fill(absent[:, None, :], float("-inf"))
         losses = F.cross_entropy(logits.transpose(1, 2), batch.labels, reduction="none")  # [B, L]
@@ -293,14 +314,19 @@ def train(
         schedule.step()
 
         chance = expected_chance_loss(options, in_curriculum)
-        regular_loss = losses[batch.regular].mean().item() if batch.regular.any() else chance
+        elapsed = time.perf_counter() - started
+        out_of_time = ranks.is_main and options.time_budget and elapsed >= options.time_budget  # rank 0's clock
+        regular = losses[batch.regular]
+        totals = torch.stack([regular.sum(), torch.tensor(float(regular.numel()), device=device)]).detach()
+        totals = distributed.all_sum(ranks, torch.cat([totals, torch.tensor([float(out_of_time)], device=device)]))
+        regular_loss = (totals[0] / totals[1]).item() if totals[1] > 0 else chance
+        out_of_time = bool(totals[2] > 0)
         smoothed = 0.95 * smoothed + 0.05 * regular_loss
         if plateau_exit is None and smoothed < PLATEAU_EXIT * chance:
             plateau_exit = step
-        elapsed = time.perf_counter() - started
-        out_of_time = options.time_budget and elapsed >= options.time_budget
         accuracy = None
-        if step % options.eval_every == 0 or step == options.steps or out_of_time:
+        checkpoint_step = step % options.eval_every == 0 or step == options.steps or out_of_time
+        if checkpoint_step and ranks.is_main:
             accuracy = held_out.accuracy(model)
             seen = seen_task_accuracy(model, main_stream, options)
             history.append(
@@ -346,7 +372,14 @@ def train(
 
 
 def train_to_checkpoint(
-    options: TrainingOptions, device: torch.device, out: Path, on_log: Callable[[TrainingLog], None] | None = None
+    options: TrainingOptions,
+    device: torch.device,
+    out: Path,
+    on_log: Callable[[TrainingLog], None] | None = None,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> Path:
-    result = train(options, device, on_log)
-    return checkpoints.save(out, result.model, result.metadata)
+    """Meta-train and save the checkpoint (rank 0 writes it); returns its weights path."""
+    result = train(options, device, on_log, ranks)
+    if ranks.is_main:
+        return checkpoints.save(out, result.model, result.metadata)
+    return checkpoints.paths(out)[0]

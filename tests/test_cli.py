@@ -119,6 +119,7 @@ def test_listings(cli) -> None:
         (["run", "--ways", "1"], "way must be at least 2"),
         (["run", "--episodes", "0"], "episodes must be between"),
         (["run", "--batch-size", "0", "--episodes", "5"], "batch size must be positive"),
+        (["run", "--batch-size", "lots", "--episodes", "5"], "a positive number or 'auto'"),
         (["run", "--ways", "abc"], "Invalid value for '--ways'"),
         (["run", "--split", "nope", "--episodes", "5"], "no split 'nope'"),
         (["run", "missing.toml"], "no such spec file"),

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from gpicl_bench import engine
+from gpicl_bench import batching, engine
+from gpicl_bench.batching import BatchSize
+from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
+from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.registry import Ref
 from gpicl_bench.results import ResultsFile, load
 from gpicl_bench.spec import Spec
 
@@ -22,7 +27,7 @@ SMALL = Spec(
 )
 
 
-def run_to(path: Path, spec: Spec, batch_size: int) -> ResultsFile:
+def run_to(path: Path, spec: Spec, batch_size: BatchSize) -> ResultsFile:
     results = ResultsFile.create(path, engine.run_attributes(spec))
     engine.run(spec, results, torch.device("cpu"), batch_size)
     return results
@@ -44,6 +49,26 @@ def test_results_do_not_depend_on_batch_size(tmp_path: Path) -> None:
     assert len(small) == 2 * 2 * 4
     for key in small:
         np.testing.assert_array_equal(small[key], large[key], err_msg=str(key))
+
+
+@pytest.mark.slow
+def test_auto_batch_size_gives_the_same_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` picks the batch from a memory budget; under a budget small enough that every group is split into
+    several uneven batches, results equal those of a fixed batch size."""
+    monkeypatch.setattr(batching, "memory_budget", lambda device: 10_000_000)
+    spec = dataclasses.replace(SMALL, episodes=150)
+    shape, cpu = EpisodeShape(5, 5, 15), torch.device("cpu")
+    chosen = {
+        label: batching.episodes_per_batch("auto", LEARNERS.build(Ref.parse(label)).to(cpu), shape, 64, True, cpu)
+        for label in spec.learner_labels()
+    }
+    assert all(1 < size < 150 for size in chosen.values()), chosen
+    assert len(set(chosen.values())) > 1  # the learners' own estimates differ
+    auto = run_to(tmp_path / "auto.h5", spec, "auto")
+    fixed = run_to(tmp_path / "fixed.h5", spec, 1000)
+    assert per_episode(auto.path).keys() == per_episode(fixed.path).keys()
+    for key, correct in per_episode(auto.path).items():
+        np.testing.assert_array_equal(correct, per_episode(fixed.path)[key], err_msg=str(key))
 
 
 def test_learners_beat_chance_on_digits(tmp_path: Path) -> None:

@@ -151,3 +151,15 @@ def test_order_ensemble_averages_rotated_supports() -> None:
     assert torch.equal(part.argmax(-1), ensemble[3:7].argmax(-1))
     with pytest.raises(UserError):
         SequenceLearner(m, orders=0)
+
+
+@pytest.mark.slow
+def test_compiled_model_predicts_like_the_eager_one() -> None:
+    """``compile`` runs the model through torch.compile (inductor on the CPU): same logits up to kernel rounding."""
+    m = model("transformer")
+    support_x, support_y, query_x = episodes(n=24)
+    eager = SequenceLearner(m).predict(support_x, support_y, query_x, 5)
+    compiled = SequenceLearner(m, compile=True).predict(support_x, support_y, query_x, 5)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    with pytest.raises(UserError, match="precision"):
+        SequenceLearner(m, precision="fp16")

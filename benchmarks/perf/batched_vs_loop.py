@@ -68,7 +68,9 @@ class Workload:
 
 def run_batched(work: Workload, n_episodes: int, batch_size: int) -> np.ndarray:
     """Accuracies of episodes 0..n-1 by gpicl-bench's engine: batches of ``batch_size`` episodes as tensors."""
-    correct = evaluate_group(work.learner, work.data, work.sampler, n_episodes, batch_size, work.project_inputs).correct
+    correct = evaluate_group(
+        work.learner, work.data, work.sampler, range(n_episodes), batch_size, work.project_inputs
+    ).correct
     return work.accuracy(correct)
 
 

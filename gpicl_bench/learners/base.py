@@ -20,6 +20,12 @@ class Learner(abc.ABC):
         """What results should record about this learner beyond its name (e.g. its checkpoint); JSON-serialisable."""
         return {}
 
+    def bytes_per_episode(self, way: int, support: int, query: int, dim: int) -> int:
+        """Peak working memory one episode adds to a batch (for ``--batch-size auto``): by default a few copies of
+        its inputs and of its query-by-support scores. Learners with larger intermediates say so."""
+        rows = support + query
+        return 4 * (4 * rows * dim + 4 * query * max(support, way))
+
     @abc.abstractmethod
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
         """Logits [E, Q, way] for queries [E, Q, D] given support [E, S, D] with labels [E, S] in 0..way-1."""

@@ -51,7 +51,8 @@ class GPICLTransformer(SequenceModel):
     def _run(self, x: Tensor, previous: Tensor, mask: Tensor | None, positions: Tensor) -> Tensor:
         """Blocks over embeddings ``x`` [B, T, d] given each position's predecessor embedding ``previous``."""
         x = x + self.shift(previous)
-        rotation = rotary_angles(positions, self.config.d_model // self.config.heads)
+        head_dim = self.config.d_model // self.config.heads
+        rotation = rotary_angles(positions, 2 * round(self.config.rotary_fraction * head_dim / 2))
         for block in self.blocks:
             x = block(x, mask, rotation)
         return self.head(self.norm(x))
@@ -80,9 +81,14 @@ def rotary_angles(positions: Tensor, head_dim: int) -> tuple[Tensor, Tensor]:
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs of features (first half, second half) of x [..., T, head_dim] by the position angles."""
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1).to(x.dtype)
+    """Rotate pairs of features (first half, second half) of the first 2·len(angles) features of x [..., T,
+    head_dim] by the position angles; the other features carry no position (partial rotary)."""
+    rotated = 2 * cos.shape[-1]
+    if rotated == 0:
+        return x
+    first, second = x[..., :rotated].chunk(2, dim=-1)
+    turned = torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1).to(x.dtype)
+    return turned if rotated == x.shape[-1] else torch.cat([turned, x[..., rotated:]], dim=-1)
 
 
 def query_mask(support: int, queries: int, device: torch.device) -> Tensor:

@@ -26,6 +26,10 @@ class LogisticRegression(Learner):
         self.c = c
         self.steps = steps
 
+    def bytes_per_episode(self, way: int, support: int, query: int, dim: int) -> int:
+        """Inputs plus FISTA's iterates, momentum and gradient (each [D+1, way]) and the padded support copy."""
+        return super().bytes_per_episode(way, support, query, dim) + 4 * (8 * (dim + 1) * way + 2 * support * dim)
+
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
         weights, bias = self.fit(support_x, support_y, way)
         return torch.bmm(query_x, weights) + bias[:, None, :]

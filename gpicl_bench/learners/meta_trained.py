@@ -30,9 +30,11 @@ TRAINING_FIELDS = [f for f in dataclasses.fields(TrainingOptions) if f.name != "
 class MetaTrained(Learner):
     """A sequence model from a checkpoint, or trained from scratch at :meth:`to` when ``fresh``."""
 
-    def __init__(self, kind: str, checkpoint: str, fresh: bool, orders: int, training: dict[str, Any]) -> None:
+    def __init__(
+        self, kind: str, checkpoint: str, fresh: bool, inference: dict[str, Any], training: dict[str, Any]
+    ) -> None:
         self.kind = kind
-        self.orders = orders
+        self.inference = inference  # SequenceLearner's options: orders, precision, compile
         self.learner: SequenceLearner | None = None
         self.metadata: dict[str, Any] = {}
         self.checkpoint = ""
@@ -50,7 +52,7 @@ class MetaTrained(Learner):
         if model.config.kind != kind:
             raise UserError(f"checkpoint {checkpoint} holds a {model.config.kind} model, not a {kind}")
         self.metadata = metadata
-        self.learner = SequenceLearner(model, orders)
+        self.learner = SequenceLearner(model, **inference)
 
     def details(self) -> dict[str, Any]:
         summary = {k: v for k, v in self.metadata.items() if k != "metrics"}
@@ -68,7 +70,7 @@ class MetaTrained(Learner):
                 100 * metrics["seen_task_accuracy"],
                 100 * metrics["held_out_accuracy"],
             )
-            self.learner = SequenceLearner(result.model, self.orders)
+            self.learner = SequenceLearner(result.model, **self.inference)
         self.learner.to(device)
         return self
 
@@ -76,6 +78,9 @@ class MetaTrained(Learner):
         if self.learner is None:
             raise RuntimeError("call .to(device) first: it meta-trains a fresh model")
         return self.learner
+
+    def bytes_per_episode(self, way: int, support: int, query: int, dim: int) -> int:
+        return self._ready().bytes_per_episode(way, support, query, dim)
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
         return self._ready().predict(support_x, support_y, query_x, way)
@@ -98,22 +103,35 @@ def _log_progress(entry: TrainingLog) -> None:
 def factory(kind: str) -> Callable[..., MetaTrained]:
     """A registry factory whose keyword-only options are ``checkpoint``, ``fresh`` and every training knob."""
 
-    def build(*, checkpoint: str = "", fresh: bool = False, orders: int = 1, **training: Any) -> MetaTrained:
-        return MetaTrained(kind, checkpoint, fresh, orders, training)
+    def build(
+        *,
+        checkpoint: str = "",
+        fresh: bool = False,
+        orders: int = 1,
+        precision: str = "auto",
+        compile: bool = False,
+        **training: Any,
+    ) -> MetaTrained:
+        inference = {"orders": orders, "precision": precision, "compile": compile}
+        return MetaTrained(kind, checkpoint, fresh, inference, training)
 
+    fixed = {
+        "checkpoint": ("", str),
+        "fresh": (False, bool),
+        "orders": (1, int),
+        "precision": ("auto", str),
+        "compile": (False, bool),
+    }
     parameters = [
-        inspect.Parameter("checkpoint", inspect.Parameter.KEYWORD_ONLY, default="", annotation=str),
-        inspect.Parameter("fresh", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool),
-        inspect.Parameter("orders", inspect.Parameter.KEYWORD_ONLY, default=1, annotation=int),
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind_of)
+        for name, (default, kind_of) in fixed.items()
     ] + [
         inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=knob_type(f))
         for f in TRAINING_FIELDS
     ]
     build.__signature__ = inspect.Signature(parameters, return_annotation=MetaTrained)  # type: ignore[attr-defined]
     build.__annotations__ = {
-        "checkpoint": str,
-        "fresh": bool,
-        "orders": int,
+        **{name: kind_of for name, (_, kind_of) in fixed.items()},
         "return": MetaTrained,
         **{f.name: knob_type(f) for f in TRAINING_FIELDS},
     }

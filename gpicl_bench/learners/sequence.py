@@ -28,6 +28,7 @@ from gpicl_bench.errors import UserError
 from gpicl_bench.learners.base import Learner
 
 INPUT_MAP_SEED = 0
+PRECISIONS = ("auto", "fp32")
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,13 @@ class SequenceConfig:
     d_model: int = 128
     layers: int = 4
     heads: int = 4
+    rotary_fraction: float = 1.0  # share of each head's dimensions that rotary positions rotate (transformer)
 
     def __post_init__(self) -> None:
         if self.max_classes < 2 or min(self.input_dim, self.d_model, self.layers, self.heads) < 1:
             raise UserError(f"invalid model size: {self}")
+        if not 0.0 <= self.rotary_fraction <= 1.0:
+            raise UserError(f"rotary_fraction must be between 0 and 1, got {self.rotary_fraction}")
         if self.kind == "transformer" and self.d_model % self.heads:
             raise UserError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
 
@@ -106,6 +110,11 @@ class SequenceModel(nn.Module, abc.ABC):
     def token_dim(self) -> int:
         return self.config.input_dim + self.config.max_classes + 1
 
+    def forward(self, tokens: Tensor, query_tokens: Tensor | None = None) -> Tensor:
+        """The sequence view of ``tokens``, or with ``query_tokens`` the episode view (support, then queries); one
+        entry point so that wrappers such as DistributedDataParallel see every training pass."""
+        return self.sequence_logits(tokens) if query_tokens is None else self.read_episode(tokens, query_tokens)
+
     @abc.abstractmethod
     def sequence_logits(self, tokens: Tensor) -> Tensor:
         """Causal logits [B, T, max_classes]: position t sees tokens 0..t."""
@@ -126,17 +135,37 @@ class SequenceLearner(Learner):
     A sequence model's answer depends on the order of its context. With ``orders`` > 1 the support is read in that
     many orders — the sampler's random order rotated by multiples of S/orders, so each example is most recent in
     one of them — and the log-probabilities are averaged (a permutation ensemble; costs ``orders`` forward passes).
+
+    ``precision``: ``auto`` runs Transformers' matmuls in bf16 under autocast on CUDA (fp32 on the CPU), ``fp32``
+    never does; bf16 can flip near-tie predictions, so it is part of the learner's name in results when not
+    ``auto``. ``compile`` runs the model through ``torch.compile`` (same numbers up to kernel rounding).
     """
 
-    def __init__(self, model: SequenceModel, orders: int = 1) -> None:
+    def __init__(self, model: SequenceModel, orders: int = 1, precision: str = "auto", compile: bool = False) -> None:
         if orders < 1:
             raise UserError(f"orders must be at least 1, got {orders}")
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = model.eval()
         self.orders = orders
+        self.precision = precision
+        self.forward = torch.compile(self.model) if compile else self.model
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        bf16 = self.precision == "auto" and device.type == "cuda" and self.model.config.kind == "transformer"
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def to(self, device: torch.device | str) -> SequenceLearner:
         self.model.to(device)
         return self
+
+    def bytes_per_episode(self, way: int, support: int, query: int, dim: int) -> int:
+        """Inputs, plus one block's activations over the support and query tokens (inference frees the rest) and its
+        attention scores, whichever attention kernel runs."""
+        config = self.model.config
+        tokens = support + query
+        activations = tokens * config.d_model * 12 + config.heads * tokens * tokens * 2
+        return super().bytes_per_episode(way, support, query, dim) + 4 * activations
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
         config = self.model.config
@@ -149,8 +178,8 @@ class SequenceLearner(Learner):
             shift = order * size // self.orders
             x, y = support_x.roll(shift, dims=1), support_y.roll(shift, dims=1)
             support, query = episode_tokens(x, y, query_x, config.max_classes)
-            with torch.no_grad():
-                logits = self.model.episode_logits(support, query)[..., :way].float()
+            with torch.no_grad(), self._autocast(support.device):
+                logits = self.forward(support, query)[:, size:, :way].float()
             scores = logits if self.orders == 1 else torch.log_softmax(logits, -1)
             total = scores if total is None else total + scores
         return total / self.orders
@@ -158,5 +187,5 @@ class SequenceLearner(Learner):
     def sequence_predictions(self, x: Tensor, y: Tensor, way: int) -> Tensor:
         config = self.model.config
         tokens = make_tokens(prepare_inputs(x, config.input_dim), shift_labels(y), config.max_classes)
-        with torch.no_grad():
-            return self.model.sequence_logits(tokens)[..., :way].argmax(-1)
+        with torch.no_grad(), self._autocast(tokens.device):
+            return self.forward(tokens)[..., :way].argmax(-1)

@@ -7,7 +7,11 @@ TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.2,torch==2.13.
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint perf clean
+# The learn2learn extra needs Python < 3.11 (its last release does not build on newer ones) and pulls its own torch.
+L2L_PYTHON ?= python3.10
+L2L_VENV ?= .venv-l2l
+
+.PHONY: setup run test lint perf test-l2l clean
 
 setup: $(STAMP)
 
@@ -28,7 +32,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 perf: setup
-	$(BIN)/python benchmarks/perf/batched_vs_loop.py
+	$(BIN)/python benchmarks/perf/harness.py --json results/perf.json
+
+# Optional and slow (a few GB of downloads): the learn2learn adapters, tested for real in their own environment.
+test-l2l:
+	test -x $(L2L_VENV)/bin/python || $(L2L_PYTHON) -m venv $(L2L_VENV)
+	$(L2L_VENV)/bin/python -m pip install --quiet -e ".[dev,l2l]"
+	$(L2L_VENV)/bin/python -m pytest tests/test_l2l.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(L2L_VENV) .pytest_cache .ruff_cache *.egg-info

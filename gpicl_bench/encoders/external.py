@@ -27,7 +27,7 @@ def optional_import(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as error:
         raise UserError(
-            f"encoder {extra!r} needs {module} ({error}); install it with: pip install 'gpicl-bench[{extra}]'"
+            f"this needs the optional {module} ({error}); install it with: pip install 'gpicl-bench[{extra}]'"
         ) from None
 
 

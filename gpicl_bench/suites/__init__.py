@@ -18,6 +18,7 @@ from gpicl_bench.suites.fine_grained import CUB, Aircraft, ChestX, Folder
 from gpicl_bench.suites.idx import IDX
 from gpicl_bench.suites.imagenet import MiniImageNet, TieredImageNet
 from gpicl_bench.suites.images import data_root, resolve_root
+from gpicl_bench.suites.l2l import L2LVision
 
 if TYPE_CHECKING:
     from gpicl_bench.features import FeatureSettings
@@ -37,6 +38,9 @@ SUITES.register("aircraft", "FGVC-Aircraft variants; preset=frn (50/25/25) or me
 SUITES.register("chestx", "ChestX-ray14 as in CD-FSL: 7 single-finding classes, a test split only")(ChestX)
 SUITES.register("folder", "any root=DIR/<class>/…/image tree, or DIR/{train,val,test}/<class>/… (split_fractions)")(
     Folder
+)
+SUITES.register("l2l", "a learn2learn vision dataset, dataset=NAME, with its loaders and downloads (extra: l2l)")(
+    L2LVision
 )
 SUITES.register("tiered-imagenet", "tieredImageNet 351/97/160 classes: Ren et al. PNG pickles or the npz variant")(
     TieredImageNet

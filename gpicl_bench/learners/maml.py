@@ -1,0 +1,110 @@
+"""MAML (Finn et al. 2017) through learn2learn's ``l2l.algorithms.MAML`` — optional extra ``gpicl-bench[l2l]``.
+
+A linear classifier on the features (``way`` outputs; N-way episodes use the first N) whose initialisation is
+meta-trained when the run reaches the learner, on ``way``-way ``shot``-shot episodes of a source suite's ``train``
+split (projected by the meta-training projection stream when the source is, so evaluation tasks stay unseen). At
+test time each episode adapts a clone by ``adapt_steps`` gradient steps on its support set. learn2learn's API is per
+task, so this learner loops over episodes in Python: it is the slow reference point the batched learners are not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gpicl_bench.encoders.external import optional_import
+from gpicl_bench.episodes import STREAM_TASK_PROJECTION, EpisodeSampler, EpisodeShape, project, random_projections
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners.base import Learner
+from gpicl_bench.suites import open_suite
+
+META_QUERIES = 5  # query images per class in meta-training episodes
+
+
+class MAML(Learner):
+    """learn2learn's MAML over a linear classifier, meta-trained on the spot (at :meth:`to`)."""
+
+    def __init__(
+        self,
+        *,
+        source: str = "digits",
+        way: int = 5,
+        shot: int = 5,
+        meta_steps: int = 300,
+        tasks_per_step: int = 8,
+        adapt_steps: int = 5,
+        adapt_lr: float = 0.5,
+        meta_lr: float = 0.003,
+        first_order: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if min(way - 1, shot, meta_steps, tasks_per_step, adapt_steps) < 1 or adapt_lr <= 0 or meta_lr <= 0:
+            raise UserError("maml needs way ≥ 2, positive shot, steps, tasks and learning rates")
+        self.source, self.shape, self.seed = source, EpisodeShape(way, shot, META_QUERIES), seed
+        self.meta_steps, self.tasks_per_step, self.meta_lr = meta_steps, tasks_per_step, meta_lr
+        self.adapt_steps, self.adapt_lr, self.first_order = adapt_steps, adapt_lr, first_order
+        self.maml: nn.Module | None = None
+        self.meta_loss: float | None = None
+
+    def details(self) -> dict[str, Any]:
+        return {"source": self.source, "meta_steps": self.meta_steps, "final_meta_loss": self.meta_loss}
+
+    def to(self, device: torch.device | str) -> MAML:
+        if self.maml is None:
+            self.maml = self._meta_train(torch.device(device))
+        self.maml.to(device)
+        return self
+
+    def _meta_train(self, device: torch.device) -> nn.Module:
+        l2l = optional_import("learn2learn", "l2l")
+        opened = open_suite(self.source)
+        data = opened.suite.load("train")
+        features, labels = data.features.to(device), data.labels.to(device)
+        sampler = EpisodeSampler(labels.cpu(), self.shape, self.seed, where=f"split 'train' of {self.source!r}")
+        sampler = sampler.to(device)
+        torch.manual_seed(self.seed)
+        maml = l2l.algorithms.MAML(nn.Linear(data.dim, self.shape.way), lr=self.adapt_lr, first_order=self.first_order)
+        maml.to(device)
+        optimiser = torch.optim.Adam(maml.parameters(), lr=self.meta_lr)
+        for step in range(self.meta_steps):
+            ids = torch.arange(step * self.tasks_per_step, (step + 1) * self.tasks_per_step, device=device)
+            batch = sampler.sample(ids)
+            support_x, query_x = features[batch.support_index], features[batch.query_index]
+            if opened.project:
+                maps = random_projections(self.seed, ids, data.dim, stream=STREAM_TASK_PROJECTION)
+                support_x, query_x = project(support_x, maps), project(query_x, maps)
+            loss = sum(
+                F.cross_entropy(self._adapted(maml, support_x[e], batch.support_labels[e])(query_x[e]),
+                                batch.query_labels[e])
+                for e in range(len(ids))
+            ) / len(ids)  # fmt: skip
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            self.meta_loss = float(loss)
+        return maml
+
+    def _adapted(self, maml: nn.Module, support_x: Tensor, support_y: Tensor, way: int | None = None) -> nn.Module:
+        """A clone of the meta-learned classifier after ``adapt_steps`` steps on one episode's support set."""
+        learner = maml.clone()
+        for _ in range(self.adapt_steps):
+            learner.adapt(F.cross_entropy(learner(support_x)[:, :way], support_y))
+        return learner
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
+        if self.maml is None:
+            raise RuntimeError("call .to(device) first: it meta-trains the initialisation")
+        if way > self.shape.way:
+            raise UserError(f"maml was meta-trained for {self.shape.way}-way episodes, not {way}-way")
+        expected = self.maml.module.in_features
+        if support_x.shape[-1] != expected:
+            raise UserError(f"maml was meta-trained on {expected}-d features, not {support_x.shape[-1]}-d")
+        logits = []
+        with torch.inference_mode(False), torch.enable_grad():  # adaptation differentiates, even in evaluation
+            for e in range(support_x.shape[0]):
+                learner = self._adapted(self.maml, support_x[e].clone(), support_y[e].clone(), way)
+                logits.append(learner(query_x[e].clone())[:, :way].detach())
+        return torch.stack(logits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from layouts_fine_grained import write_folder
 from layouts_imagenet import MINI, write_mini_csv
 
 from gpicl_bench import features
@@ -134,3 +136,22 @@ def test_a_corrupt_image_is_named_or_skipped_on_request(cli, tmp_path: Path, dat
     assert "skipped 1 unreadable image" in skipped.err
     data = open_suite("mini-imagenet", FeatureSettings(data_root=str(data_root), skip_bad_images=True)).suite
     assert len(data.load("test").labels) == len(MINI["test"]) * 4 - 1
+
+
+def test_universal_meta_training_on_two_image_sources(cli, tmp_path: Path) -> None:
+    """`train` meta-trains on the cached features of several image suites' train splits, classes kept apart."""
+    root = tmp_path / "data"
+    for name, classes in (("birds", ["a", "b", "c"]), ("planes", ["x", "y", "z", "w"])):
+        for split in ("train", "val"):
+            write_folder(root / name / split, classes, per_class=8)
+    out = tmp_path / "universal"
+    result = cli(
+        "train", "--source", "folder:root=birds+folder:root=planes", "--data-root", root, "--encoder", "pixels:size=8",
+        "--steps", "3", "--d-model", "16", "--layers", "1", "--heads", "2", "--batch-size", "8", "--way", "3",
+        "--min-way", "0", "--eval-every", "3", "--eval-episodes", "5", "--eval-shot", "1", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    metadata = json.loads(out.with_suffix(".json").read_text())
+    assert metadata["data"]["sources"] == ["folder:root=birds [pixels:size=8]", "folder:root=planes [pixels:size=8]"]
+    assert metadata["data"]["classes"] == 7 and metadata["data"]["dim"] == 3 * 8 * 8
+    assert metadata["model"]["input_dim"] == 192

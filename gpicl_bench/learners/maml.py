@@ -84,7 +84,7 @@ class MAML(Learner):
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            self.meta_loss = float(loss)
+            self.meta_loss = loss.item()
         return maml
 
     def _adapted(self, maml: nn.Module, support_x: Tensor, support_y: Tensor, way: int | None = None) -> nn.Module:

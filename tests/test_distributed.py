@@ -56,7 +56,9 @@ def test_train_on_two_processes_matches_one(tmp_path: Path) -> None:
     _gpicl_bench(*args, "--out", tmp_path / "two", processes=2)
     one, two = load_file(str(tmp_path / "one.safetensors")), load_file(str(tmp_path / "two.safetensors"))
     assert one.keys() == two.keys()
-    assert max((one[name] - two[name]).abs().max().item() for name in one) < 1e-5  # only summation order differs
+    # Only summation order differs; Adam, which divides by the gradient's size, can turn that into weight differences
+    # far above float precision for near-zero gradients, but far below one step of the learning rate (3e-3).
+    assert max((one[name] - two[name]).abs().max().item() for name in one) < 3e-4
     for name in ("one", "two"):
         _gpicl_bench("run", "--learner", f"gpicl:checkpoint={tmp_path / name}", "--episodes", 200, "--quiet",
                      "--shots", 5, "--out", tmp_path / f"{name}.h5")  # fmt: skip

@@ -6,7 +6,10 @@ example's input and its label sit in neighbouring tokens. Two choices make that 
   embedding, so the token after x_j holds x_j and y_j together and one attention hop can match a query against
   past inputs and read their labels. Without it the model must first grow a previous-token head, and meta-training
   sits on the loss plateau for far longer (measured: none of the 600 steps of a plain run left it);
-- rotary positions (RoPE), which express relative offsets at any context length.
+- positions by the causal mask alone, by default: rotary positions (RoPE) on a share ``rotary_fraction`` of each
+  head's dimensions are available, but an in-context classification task is exchangeable — order carries nothing —
+  and rotations only blur the content matching a query needs (measured: without them, +1.4 points held-out after
+  1,000 steps of the same recipe, 85.5% vs 84.1%).
 """
 
 from __future__ import annotations

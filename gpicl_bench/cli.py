@@ -104,7 +104,6 @@ def run(
 ) -> None:
     """Evaluate learners on seeded episodes and write per-episode results to HDF5 (several processes: torchrun)."""
     batch = batching.parse_batch_size(batch_size)
-    ranks, torch_device = distributed.from_environment(engine.resolve_device(device))
     overrides = {
         "suites": suite,
         "learners": learner,
@@ -119,37 +118,31 @@ def run(
         "data_root": data_root,
         "cache_dir": cache_dir,
     }
-    quiet = quiet or not ranks.is_main
-    try:
-        _run(spec_path, resume, show_spec, out, overrides, ranks, torch_device, batch, skip_bad_images, quiet)
-    finally:
-        distributed.finish(ranks)
+    if resume is not None and (spec_path is not None or any(v not in (None, []) for v in overrides.values())):
+        raise UserError("--resume takes the spec stored in the file; drop the spec and setting options")
+    spec = None if resume is not None else (load_spec(spec_path) if spec_path else Spec()).replace(**overrides)
+    if spec is not None and show_spec:
+        sys.stdout.write(spec.to_toml())
+        return
+    with distributed.processes(engine.resolve_device(device)) as (ranks, torch_device):
+        _run(spec, resume, out, ranks, torch_device, batch, skip_bad_images, quiet or not ranks.is_main)
 
 
 def _run(
-    spec_path: Path | None,
+    spec: Spec | None,
     resume: Path | None,
-    show_spec: bool,
     out: Path | None,
-    overrides: dict[str, Any],
     ranks: distributed.Ranks,
     device: torch.device,
     batch_size: batching.BatchSize,
     skip_bad_images: bool,
     quiet: bool,
 ) -> None:
-    """The run command on one process: rank 0 owns the results file and the output, every rank evaluates."""
-    if resume is not None:
-        if spec_path is not None or any(v not in (None, []) for v in overrides.values()):
-            raise UserError("--resume takes the spec stored in the file; drop the spec and setting options")
+    """The run command on one process (``spec`` None: resume ``resume``): rank 0 owns the results file and the
+    output, every rank evaluates."""
+    if spec is None:
         results = distributed.on_main(ranks, lambda: ResultsFile.open(resume))
         spec = distributed.broadcast(ranks, engine.spec_for_resume(results) if results is not None else None)
-    else:
-        spec = (load_spec(spec_path) if spec_path is not None else Spec()).replace(**overrides)
-        if show_spec:
-            if ranks.is_main:
-                sys.stdout.write(spec.to_toml())
-            return
     progress = _progress(quiet)
     settings = engine.feature_settings(spec, device, _encode_progress(progress), skip_bad_images)
     if resume is None:
@@ -246,11 +239,8 @@ def _train(
 ) -> None:
     """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint (several
     processes: torchrun, DistributedDataParallel)."""
-    ranks, torch_device = distributed.from_environment(engine.resolve_device(device))
-    try:
+    with distributed.processes(engine.resolve_device(device)) as (ranks, torch_device):
         _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs)
-    finally:
-        distributed.finish(ranks)
 
 
 def _train_on(

@@ -9,8 +9,9 @@ alone writes files and prints.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -104,8 +105,14 @@ def all_sum(ranks: Ranks, values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def finish(ranks: Ranks) -> None:
-    """Leave the process group (at the end of a command)."""
-    if ranks.distributed and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+@contextlib.contextmanager
+def processes(device: torch.device) -> Iterator[tuple[Ranks, torch.device]]:
+    """A command's process group: this process's ranks and device (:func:`from_environment`), and the group left
+    at the end, however the command ends."""
+    ranks, device = from_environment(device)
+    try:
+        yield ranks, device
+    finally:
+        if ranks.distributed and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()

@@ -103,24 +103,32 @@ class EncodedSuite:
         self.settings = settings
         self.splits = images.splits
 
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        """The data's fingerprint, taken once per suite (it may list every image file)."""
+        return self.images.fingerprint()
+
     def cache_key(self, split: str) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
             "suite": self.label,
             "split": split,
             "encoder": encoder_key(self.encoder_ref),
-            "data": self.images.fingerprint(),
+            "data": self._fingerprint,
             "skip_bad_images": self.settings.skip_bad_images,
         }
 
     def cache_path(self, split: str) -> Path:
-        key = self.cache_key(split)
+        return self._path(self.cache_key(split))
+
+    def _path(self, key: dict[str, Any]) -> Path:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        readable = re.sub(r"[^A-Za-z0-9.=-]+", "_", f"{self.label}-{split}").strip("_")[:80]
+        readable = re.sub(r"[^A-Za-z0-9.=-]+", "_", f"{self.label}-{key['split']}").strip("_")[:80]
         return cache_directory(self.settings.cache_dir) / f"{readable}-{digest}.h5"
 
     def load(self, split: str) -> SplitData:
-        path, key = self.cache_path(split), self.cache_key(split)
+        key = self.cache_key(split)
+        path = self._path(key)
         data = read_entry(path, key)
         if data is None:
             images = self.images.images(split)  # checks the split before any encoder is built

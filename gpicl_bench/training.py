@@ -234,8 +234,7 @@ def seen_task_accuracy(model: SequenceModel, stream: TaskStream, options: Traini
     with torch.no_grad():
         logits = batch_logits(model, batch, options)
     model.train(was_training)
-    absent = torch.arange(options.way, device=logits.device)[None, :] >= batch.ways[:, None]
-    predictions = logits.masked_fill(absent[:, None, :], float("-inf")).argmax(-1)
+    predictions = logits.argmax(-1)
     start = options.sequence_length // 2
     correct = (predictions == batch.labels)[:, start : options.sequence_length]
     return float(correct[batch.regular].float().mean()) if batch.regular.any() else float("nan")
@@ -257,14 +256,17 @@ def expected_chance_loss(options: TrainingOptions, warming_up: bool = True) -> f
 
 def batch_logits(model: SequenceModel | DistributedDataParallel, batch: TaskBatch, options: TrainingOptions) -> Tensor:
     """Logits [B, L+Q, way]: causal over the context, and each query slot read after the whole context (through
-    the model's ``forward``, so that DistributedDataParallel sees the pass)."""
+    the model's ``forward``, so that DistributedDataParallel sees the pass); classes a task lacks are -inf."""
     input_dim = (model.module if isinstance(model, DistributedDataParallel) else model).config.input_dim
     x = prepare_inputs(batch.x, input_dim)
-    if not options.queries:
-        return model(make_tokens(x, shift_labels(batch.labels), options.max_classes))[..., : options.way]
-    length = options.sequence_length
-    support, query = episode_tokens(x[:, :length], batch.labels[:, :length], x[:, length:], options.max_classes)
-    return model(support, query)[..., : options.way]
+    if options.queries:
+        length = options.sequence_length
+        tokens = episode_tokens(x[:, :length], batch.labels[:, :length], x[:, length:], options.max_classes)
+    else:
+        tokens = (make_tokens(x, shift_labels(batch.labels), options.max_classes),)
+    logits = model(*tokens)[..., : options.way]
+    absent = torch.arange(options.way, device=logits.device)[None, :] >= batch.ways[:, None]
+    return logits.masked_fill(absent[:, None, :], float("-inf"))
 
 
 def train(
@@ -304,8 +306,6 @@ def train(
         stream = warm_up_stream if in_curriculum else main_stream
         batch = stream.batch(step, options.batch_size, share.start, len(share))
         logits = batch_logits(network, batch, options)
-        absent = torch.arange(options.way, device=device)[None, :] >= batch.ways[:, None]  # classes a task lacks
-        logits = logits.masked_fill(absent[:, None, :], float("-inf"))
         losses = F.cross_entropy(logits.transpose(1, 2), batch.labels, reduction="none")  # [B, L]
         loss = losses.mean()
         optimiser.zero_grad(set_to_none=True)

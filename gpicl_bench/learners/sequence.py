@@ -124,10 +124,6 @@ class SequenceModel(nn.Module, abc.ABC):
         """Logits [E, S+Q, max_classes]: causal over the support, then each query read right after the support,
         seeing the support and itself only (meta-training uses all of them, evaluation the queries')."""
 
-    def episode_logits(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
-        """Logits [E, Q, max_classes] for each query token read right after the support tokens."""
-        return self.read_episode(support_tokens, query_tokens)[:, support_tokens.shape[1] :]
-
 
 class SequenceLearner(Learner):
     """The few-shot learner view of a sequence model (queries never see each other).
@@ -149,7 +145,7 @@ class SequenceLearner(Learner):
         self.model = model.eval()
         self.orders = orders
         self.precision = precision
-        self.forward = torch.compile(self.model) if compile else self.model
+        self.network = torch.compile(self.model) if compile else self.model
 
     def _autocast(self, device: torch.device) -> torch.autocast:
         bf16 = self.precision == "auto" and device.type == "cuda" and self.model.config.kind == "transformer"
@@ -179,7 +175,7 @@ class SequenceLearner(Learner):
             x, y = support_x.roll(shift, dims=1), support_y.roll(shift, dims=1)
             support, query = episode_tokens(x, y, query_x, config.max_classes)
             with torch.no_grad(), self._autocast(support.device):
-                logits = self.forward(support, query)[:, size:, :way].float()
+                logits = self.network(support, query)[:, size:, :way].float()
             scores = logits if self.orders == 1 else torch.log_softmax(logits, -1)
             total = scores if total is None else total + scores
         return total / self.orders
@@ -188,4 +184,4 @@ class SequenceLearner(Learner):
         config = self.model.config
         tokens = make_tokens(prepare_inputs(x, config.input_dim), shift_labels(y), config.max_classes)
         with torch.no_grad(), self._autocast(tokens.device):
-            return self.forward(tokens)[..., :way].argmax(-1)
+            return self.network(tokens)[..., :way].argmax(-1)

@@ -24,6 +24,7 @@ FORMAT_NAME = "gpicl-bench-checkpoint"
 FORMAT_VERSION = 1
 MODEL_KINDS: dict[str, type[SequenceModel]] = {"transformer": GPICLTransformer, "lstm": LSTMLearner}
 SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "gpicl-digits.safetensors"
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def build_model(config: SequenceConfig) -> SequenceModel:
@@ -39,11 +40,16 @@ def paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def save(path: str | Path, model: SequenceModel, metadata: dict[str, Any]) -> Path:
-    """Write weights and config; returns the weights path."""
+def save(path: str | Path, model: SequenceModel, metadata: dict[str, Any], dtype: str = "float32") -> Path:
+    """Write weights (floating tensors stored as ``dtype``, one of WEIGHT_DTYPES; loading casts them back to the
+    model's float32) and config; returns the weights path."""
     weights, config = paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    stored = WEIGHT_DTYPES[dtype]
+    tensors = {
+        name: tensor.detach().to("cpu", stored if tensor.is_floating_point() else tensor.dtype).contiguous()
+        for name, tensor in model.state_dict().items()
+    }
     save_file(tensors, str(weights))
     document = {
         "format": FORMAT_NAME,

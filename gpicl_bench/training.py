@@ -62,7 +62,8 @@ def knob(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class TrainingOptions:
     """Every knob of meta-training. The defaults leave the loss plateau reliably; the shipped checkpoint's recipe
-    (benchmarks/gpicl-digits-train.toml) is these with shorter sequences and more steps."""
+    (benchmarks/gpicl-digits-train.toml) is these with shorter sequences, a wider model, more steps and float16
+    storage."""
 
     source: str = knob(
         "digits",
@@ -74,7 +75,7 @@ class TrainingOptions:
     kind: str = knob("transformer", "model: transformer (GPICL) or lstm")
     d_model: int = knob(128, "model width (transformer) or hidden size (lstm)")
     layers: int = knob(4, "number of Transformer blocks or LSTM layers")
-    heads: int = knob(4, "attention heads (transformer)")
+    heads: int = knob(1, "attention heads (transformer); one head as wide as the model matches inputs best")
     rotary_fraction: float = knob(0.0, "share of each attention head's dimensions given rotary positions (transformer)")
     max_classes: int = knob(10, "label outputs of the model; N-way episodes use the first N")
     way: int = knob(5, "classes per meta-training task (the most, with min_way)")
@@ -100,12 +101,19 @@ class TrainingOptions:
     eval_every: int = knob(250, "steps between held-out evaluations")
     eval_episodes: int = knob(500, "episodes per held-out evaluation")
     eval_shot: int = knob(5, "shots of the held-out episodes (way-way, 5 queries per class, 'val' split)")
+    weights_dtype: str = knob(
+        "float32", "how the checkpoint stores its weights: float32, or float16 for half the file (computed in float32)"
+    )
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.steps, self.eval_every, self.eval_episodes, self.eval_shot) < 1:
             raise UserError("batch_size, steps, eval_every, eval_episodes and eval_shot must be positive")
         if self.lr <= 0 or self.adam_eps <= 0 or self.time_budget < 0 or self.warmup < 0 or self.clip <= 0:
             raise UserError("lr, adam_eps and clip must be positive; time_budget and warmup not negative")
+        if self.weights_dtype not in checkpoints.WEIGHT_DTYPES:
+            raise UserError(
+                f"weights_dtype must be one of {', '.join(checkpoints.WEIGHT_DTYPES)}, got {self.weights_dtype!r}"
+            )
         if self.way > self.max_classes:
             raise UserError(f"way ({self.way}) exceeds the model's max_classes ({self.max_classes})")
 
@@ -382,5 +390,5 @@ def train_to_checkpoint(
     """Meta-train and save the checkpoint (rank 0 writes it); returns its weights path."""
     result = train(options, device, on_log, ranks)
     if ranks.is_main:
-        return checkpoints.save(out, result.model, result.metadata)
+        return checkpoints.save(out, result.model, result.metadata, options.weights_dtype)
     return checkpoints.paths(out)[0]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gpicl_bench import checkpoints
 from gpicl_bench.spec import load_spec, read_toml
 from gpicl_bench.training import TrainingOptions
 
@@ -27,3 +28,15 @@ def test_benchmark_spec_is_valid(path: Path) -> None:
     spec = load_spec(path)
     assert spec.name == values.get("name", path.stem)
     assert len(spec.learner_labels()) == len(values["learners"])  # every learner known, its options typed
+
+
+def test_shipped_checkpoint_comes_from_its_committed_recipe() -> None:
+    """The shipped weights are what `gpicl-bench train benchmarks/gpicl-digits-train.toml` writes: every knob of the
+    recipe as recorded in the checkpoint, trained on the digits `train` images only, and within the 5 MB budget."""
+    recipe = read_toml(BENCHMARKS[0].parent / "gpicl-digits-train.toml")
+    metadata = checkpoints.read_metadata(checkpoints.SHIPPED)
+    assert {key: metadata["training"][key] for key in recipe} == recipe
+    assert metadata["steps"] == recipe["steps"]  # ran to the end, not cut by a time budget
+    assert metadata["data"]["sources"] == ["digits"] and metadata["data"]["split"] == "train"
+    assert checkpoints.SHIPPED.stat().st_size <= 5_000_000
+    checkpoints.load(checkpoints.SHIPPED)  # weights match the recorded architecture

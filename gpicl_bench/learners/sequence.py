@@ -40,7 +40,7 @@ class SequenceConfig:
     max_classes: int = 10
     d_model: int = 128
     layers: int = 4
-    heads: int = 4
+    heads: int = 1
     rotary_fraction: float = 1.0  # share of each head's dimensions that rotary positions rotate (transformer)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,8 @@ from gpicl_bench import checkpoints
 from gpicl_bench.spec import load_spec, read_toml
 from gpicl_bench.training import TrainingOptions
 
-BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.toml"))
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = sorted(BENCHMARKS_DIR.glob("*.toml"))
 
 
 def test_there_are_run_and_training_specs() -> None:
@@ -33,7 +34,7 @@ def test_benchmark_spec_is_valid(path: Path) -> None:
 def test_shipped_checkpoint_comes_from_its_committed_recipe() -> None:
     """The shipped weights are what `gpicl-bench train benchmarks/gpicl-digits-train.toml` writes: every knob of the
     recipe as recorded in the checkpoint, trained on the digits `train` images only, and within the 5 MB budget."""
-    recipe = read_toml(BENCHMARKS[0].parent / "gpicl-digits-train.toml")
+    recipe = read_toml(BENCHMARKS_DIR / "gpicl-digits-train.toml")
     metadata = checkpoints.read_metadata(checkpoints.SHIPPED)
     assert {key: metadata["training"][key] for key in recipe} == recipe
     assert metadata["steps"] == recipe["steps"]  # ran to the end, not cut by a time budget

@@ -40,6 +40,16 @@ def paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
+def round_to_storage(model: SequenceModel, dtype: str) -> None:
+    """Round the floating weights in place to ``dtype`` (one of WEIGHT_DTYPES), as ``save`` stores them, so that
+    metrics measured afterwards describe the model a checkpoint will load."""
+    stored = WEIGHT_DTYPES[dtype]
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(stored))
+
+
 def save(path: str | Path, model: SequenceModel, metadata: dict[str, Any], dtype: str = "float32") -> Path:
     """Write weights (floating tensors stored as ``dtype``, one of WEIGHT_DTYPES; loading casts them back to the
     model's float32) and config; returns the weights path."""

@@ -37,6 +37,7 @@ STREAM_TASK_CLASSES = 9  # meta-training: a task's classes and their labels
 STREAM_TASK_PROJECTION = 10  # meta-training: a task's projection (never the evaluation stream)
 STREAM_TASK_EXAMPLES = 11  # meta-training: the examples of each sequence
 STREAM_QUERY_ORDER = 12  # the sequence view of an episode: order of its queries after the support
+STREAM_VIEW = 13  # the fixed input rotations of sequence learners' test-time views
 
 
 def _mul32(x: Tensor, constant: int) -> Tensor:

@@ -180,7 +180,7 @@ class TrainingResult:
 @dataclass(frozen=True)
 class HeldOut:
     """The held-out check of meta-training: projected ``way``-way ``eval_shot``-shot episodes of the ``val`` split,
-    loaded and placed on the device once per run."""
+    loaded and placed on the device once per run, each read once (one view, one order)."""
 
     data: SplitData
     sampler: EpisodeSampler
@@ -353,6 +353,13 @@ def train(
             break
 
     model.eval()
+    final = {key: history[-1][key] for key in ("held_out_accuracy", "seen_task_accuracy")} if history else {}
+    if history and options.weights_dtype != "float32":
+        checkpoints.round_to_storage(model, options.weights_dtype)  # final metrics: the weights as stored
+        final = {
+            "held_out_accuracy": held_out.accuracy(model),
+            "seen_task_accuracy": seen_task_accuracy(model, main_stream, options),
+        }
     metadata = {
         "training": options.to_dict(),
         "data": {
@@ -370,8 +377,9 @@ def train(
             "final_loss": smoothed,
             "chance_loss": expected_chance_loss(options, warming_up=False),
             "plateau_exit_step": plateau_exit,
-            "held_out_accuracy": history[-1]["held_out_accuracy"] if history else None,
-            "seen_task_accuracy": history[-1]["seen_task_accuracy"] if history else None,
+            "held_out_accuracy": final.get("held_out_accuracy"),
+            "seen_task_accuracy": final.get("seen_task_accuracy"),
+            "weights": f"final accuracies measured on the weights as stored ({options.weights_dtype})",
             "seen_tasks": f"{SEEN_SEQUENCES} meta-training sequences of step 0, second half of each context",
             "held_out": f"{options.way}-way {options.eval_shot}-shot projected episodes of 'val'",
             "history": history,

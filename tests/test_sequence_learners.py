@@ -13,7 +13,7 @@ from gpicl_bench.errors import UserError
 from gpicl_bench.learners.gpicl import GPICLTransformer, query_mask
 from gpicl_bench.learners.lstm import LSTMLearner
 from gpicl_bench.learners.registry import LEARNERS
-from gpicl_bench.learners.sequence import SequenceConfig, SequenceLearner, prepare_inputs
+from gpicl_bench.learners.sequence import SequenceConfig, SequenceLearner, prepare_inputs, view_rotation
 from gpicl_bench.registry import Ref
 
 SMALL = {"d_model": 16, "layers": 2, "heads": 2}
@@ -163,6 +163,30 @@ def test_order_ensemble_averages_rotated_supports() -> None:
     assert torch.equal(part.argmax(-1), ensemble[3:7].argmax(-1))
     with pytest.raises(UserError):
         SequenceLearner(m, orders=0)
+
+
+def test_view_ensemble_averages_rotated_inputs() -> None:
+    """views=k averages the log-probabilities of the episode read as is and turned by k − 1 fixed rotations; still
+    batch independent, and the shipped learner reads 4 views unless told otherwise."""
+    m = model("transformer")
+    support_x, support_y, query_x = episodes(n=12)
+    rotation = view_rotation(12, 1, "cpu")
+    torch.testing.assert_close(rotation @ rotation.T, torch.eye(12), atol=1e-5, rtol=0)
+    assert not torch.allclose(rotation, view_rotation(12, 2, "cpu"))
+
+    ensemble = SequenceLearner(m, views=2).predict(support_x, support_y, query_x, 5)
+    single = SequenceLearner(m)
+    first = torch.log_softmax(single.predict(support_x, support_y, query_x, 5), -1)
+    turned_support = prepare_inputs(support_x, 12) @ rotation.T
+    turned_query = prepare_inputs(query_x, 12) @ rotation.T
+    turned = torch.log_softmax(single.predict(turned_support, support_y, turned_query, 5), -1)
+    torch.testing.assert_close(ensemble, (first + turned) / 2)
+    assert not torch.allclose(first, turned)
+    part = SequenceLearner(m, views=2).predict(support_x[3:7], support_y[3:7], query_x[3:7], 5)
+    assert torch.equal(part.argmax(-1), ensemble[3:7].argmax(-1))
+    with pytest.raises(UserError):
+        SequenceLearner(m, views=0)
+    assert LEARNERS.build(Ref.parse("gpicl")).details()["inference"]["views"] == 4
 
 
 @pytest.mark.slow

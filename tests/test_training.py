@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 import torch
 
+from gpicl_bench import checkpoints
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
 from gpicl_bench.results import load, load_curves
-from gpicl_bench.training import TrainingOptions, expected_chance_loss, learning_rate_factor, train
+from gpicl_bench.training import (
+    HeldOut,
+    TrainingOptions,
+    expected_chance_loss,
+    learning_rate_factor,
+    train,
+    train_to_checkpoint,
+)
 
 TOY = [
     "--d-model",
@@ -93,6 +101,19 @@ def test_training_is_deterministic() -> None:
     first = train(options, torch.device("cpu")).model.state_dict()
     second = train(options, torch.device("cpu")).model.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_half_precision_training_records_the_stored_models_accuracy(tmp_path: Path) -> None:
+    """With float16 storage the final held-out accuracy is the one the saved checkpoint scores, not the float32
+    model's before rounding."""
+    options = TrainingOptions(
+        d_model=16, layers=1, heads=2, batch_size=8, steps=6, eval_every=6, eval_episodes=40, weights_dtype="float16"
+    )
+    device = torch.device("cpu")
+    weights = train_to_checkpoint(options, device, tmp_path / "half")
+    loaded, metadata = checkpoints.load(weights)
+    assert metadata["metrics"]["held_out_accuracy"] == HeldOut.of(options, device).accuracy(loaded)
+    assert "float16" in metadata["metrics"]["weights"]
 
 
 def test_schedule_and_chance() -> None:

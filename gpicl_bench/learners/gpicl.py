@@ -13,8 +13,8 @@ cheap:
   1,000 steps of the same recipe, 85.5% vs 84.1%);
 - one attention head as wide as the model, by default: a query is classified by matching it against the support's
   inputs, and a head narrower than the input compares only a projection of it. At 1,000 steps of the same recipe
-  (d_model 128, inputs of 64), accuracy on 2,000 5-way 5-shot test episodes was 85.2% with 4 heads of 32, 86.2%
-  with 2 of 64 and 86.6% with 1 of 128, at the same parameters and nearly the same cost.
+  (d_model 128, inputs of 64), one-view accuracy on 2,000 5-way 5-shot test episodes was 85.2% with 4 heads of 32,
+  86.2% with 2 of 64 and 86.6% with 1 of 128, at the same parameters and nearly the same cost.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpicl_bench.episodes import STREAM_INPUT_MAP, random_projections
+from gpicl_bench.episodes import STREAM_INPUT_MAP, STREAM_VIEW, random_projections
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.base import Learner
 
-INPUT_MAP_SEED = 0
+FIXED_SEED = 0  # seeds the learner's fixed maps: the input-size map and the view rotations
 PRECISIONS = ("auto", "fp32")
 
 
@@ -66,7 +66,7 @@ class SequenceConfig:
 @functools.cache
 def _input_map(in_dim: int, out_dim: int, device: str) -> Tensor:
     ids = torch.tensor([in_dim], device=device)
-    return random_projections(INPUT_MAP_SEED, ids, in_dim, out_dim, stream=STREAM_INPUT_MAP)[0]
+    return random_projections(FIXED_SEED, ids, in_dim, out_dim, stream=STREAM_INPUT_MAP)[0]
 
 
 def prepare_inputs(x: Tensor, input_dim: int) -> Tensor:
@@ -75,6 +75,22 @@ def prepare_inputs(x: Tensor, input_dim: int) -> Tensor:
     if x.shape[-1] != input_dim:
         x = _standardise(x @ _input_map(x.shape[-1], input_dim, str(x.device)).T)
     return x
+
+
+@functools.cache
+def view_rotation(dim: int, view: int, device: str) -> Tensor:
+    """A Haar-random rotation, from device-independent Gaussians factored on the CPU (signs fixed by R's diagonal,
+    which makes the factor unique), so view ``view`` is the same map on every device."""
+    gaussian = random_projections(FIXED_SEED, torch.tensor([view]), dim, stream=STREAM_VIEW)[0].double()
+    q, r = torch.linalg.qr(gaussian)
+    return (q * torch.sign(torch.diagonal(r))).float().to(device)
+
+
+def view_inputs(x: Tensor, view: int) -> Tensor:
+    """View 0 is the inputs as prepared; view v > 0 rotates them by its fixed rotation and standardises again."""
+    if view == 0:
+        return x
+    return _standardise(x @ view_rotation(x.shape[-1], view, str(x.device)).T)
 
 
 def _standardise(x: Tensor) -> Tensor:
@@ -132,18 +148,29 @@ class SequenceLearner(Learner):
     many orders — the sampler's random order rotated by multiples of S/orders, so each example is most recent in
     one of them — and the log-probabilities are averaged (a permutation ensemble; costs ``orders`` forward passes).
 
+    With ``views`` > 1 the episode is also read with its inputs turned by ``views`` − 1 fixed random rotations, and
+    the log-probabilities are averaged (costs ``views`` times as many passes). Meta-training tasks are Gaussian
+    random projections A x, and a rotation Q leaves their distribution unchanged (QA is distributed as A), so each
+    view is (up to the per-vector standardisation) an equally likely version of the same task, and the average
+    marginalises the projection the model happened to see. Measured with the shipped checkpoint on 2,000 5-way
+    5-shot test episodes: +0.62 points for 4 views, +0.70 for 8, +0.75 for 16; relabelling the classes the same
+    way gave nothing (+0.03).
+
     ``precision``: ``auto`` runs Transformers' matmuls in bf16 under autocast on CUDA (fp32 on the CPU), ``fp32``
     never does; bf16 can flip near-tie predictions, so it is part of the learner's name in results when not
     ``auto``. ``compile`` runs the model through ``torch.compile`` (same numbers up to kernel rounding).
     """
 
-    def __init__(self, model: SequenceModel, orders: int = 1, precision: str = "auto", compile: bool = False) -> None:
-        if orders < 1:
-            raise UserError(f"orders must be at least 1, got {orders}")
+    def __init__(
+        self, model: SequenceModel, orders: int = 1, views: int = 1, precision: str = "auto", compile: bool = False
+    ) -> None:
+        if orders < 1 or views < 1:
+            raise UserError(f"orders and views must be at least 1, got {orders} and {views}")
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = model.eval()
         self.orders = orders
+        self.views = views
         self.precision = precision
         self.network = torch.compile(self.model) if compile else self.model
 
@@ -168,17 +195,19 @@ class SequenceLearner(Learner):
         if way > config.max_classes:
             raise UserError(f"this model handles at most {config.max_classes}-way episodes, not {way}-way")
         support_x, query_x = prepare_inputs(support_x, config.input_dim), prepare_inputs(query_x, config.input_dim)
-        size = support_x.shape[1]
+        size, passes = support_x.shape[1], self.orders * self.views
         total = None
-        for order in range(self.orders):
-            shift = order * size // self.orders
-            x, y = support_x.roll(shift, dims=1), support_y.roll(shift, dims=1)
-            support, query = episode_tokens(x, y, query_x, config.max_classes)
-            with torch.no_grad(), self._autocast(support.device):
-                logits = self.network(support, query)[:, size:, :way].float()
-            scores = logits if self.orders == 1 else torch.log_softmax(logits, -1)
-            total = scores if total is None else total + scores
-        return total / self.orders
+        for view in range(self.views):
+            viewed_support, viewed_query = view_inputs(support_x, view), view_inputs(query_x, view)
+            for order in range(self.orders):
+                shift = order * size // self.orders
+                x, y = viewed_support.roll(shift, dims=1), support_y.roll(shift, dims=1)
+                support, query = episode_tokens(x, y, viewed_query, config.max_classes)
+                with torch.no_grad(), self._autocast(support.device):
+                    logits = self.network(support, query)[:, size:, :way].float()
+                scores = logits if passes == 1 else torch.log_softmax(logits, -1)
+                total = scores if total is None else total + scores
+        return total / passes
 
     def sequence_predictions(self, x: Tensor, y: Tensor, way: int) -> Tensor:
         config = self.model.config

@@ -186,6 +186,8 @@ def test_view_ensemble_averages_rotated_inputs() -> None:
     assert torch.equal(part.argmax(-1), ensemble[3:7].argmax(-1))
     with pytest.raises(UserError):
         SequenceLearner(m, views=0)
+    with pytest.raises(UserError, match="views"):  # before any meta-training
+        LEARNERS.build(Ref.parse("gpicl:fresh,views=0"))
     assert LEARNERS.build(Ref.parse("gpicl")).details()["inference"]["views"] == 4
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from gpicl_bench import checkpoints
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.base import Learner
-from gpicl_bench.learners.sequence import SequenceLearner
+from gpicl_bench.learners.sequence import SequenceLearner, check_inference
 from gpicl_bench.training import TrainingLog, TrainingOptions, knob_type, train
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class MetaTrained(Learner):
     def __init__(
         self, kind: str, checkpoint: str, fresh: bool, inference: dict[str, Any], training: dict[str, Any]
     ) -> None:
+        check_inference(**inference)
         self.kind = kind
         self.inference = inference  # SequenceLearner's options: orders, views, precision, compile
         self.learner: SequenceLearner | None = None

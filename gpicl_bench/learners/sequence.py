@@ -141,6 +141,14 @@ class SequenceModel(nn.Module, abc.ABC):
         seeing the support and itself only (meta-training uses all of them, evaluation the queries')."""
 
 
+def check_inference(orders: int, views: int, precision: str, **_: Any) -> None:
+    """Reject impossible inference options; a fresh learner checks them before it meta-trains."""
+    if orders < 1 or views < 1:
+        raise UserError(f"orders and views must be at least 1, got {orders} and {views}")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 class SequenceLearner(Learner):
     """The few-shot learner view of a sequence model (queries never see each other).
 
@@ -164,10 +172,7 @@ class SequenceLearner(Learner):
     def __init__(
         self, model: SequenceModel, orders: int = 1, views: int = 1, precision: str = "auto", compile: bool = False
     ) -> None:
-        if orders < 1 or views < 1:
-            raise UserError(f"orders and views must be at least 1, got {orders} and {views}")
-        if precision not in PRECISIONS:
-            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        check_inference(orders, views, precision)
         self.model = model.eval()
         self.orders = orders
         self.views = views

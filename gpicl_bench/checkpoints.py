@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from gpicl_bench import __version__
 from gpicl_bench.errors import UserError
@@ -40,14 +41,17 @@ def paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
+def _as_stored(tensor: Tensor, dtype: str) -> Tensor:
+    """A floating tensor in the storage type ``dtype`` (one of WEIGHT_DTYPES); other tensors as they are."""
+    return tensor.to(WEIGHT_DTYPES[dtype]) if tensor.is_floating_point() else tensor
+
+
 def round_to_storage(model: SequenceModel, dtype: str) -> None:
-    """Round the floating weights in place to ``dtype`` (one of WEIGHT_DTYPES), as ``save`` stores them, so that
-    metrics measured afterwards describe the model a checkpoint will load."""
-    stored = WEIGHT_DTYPES[dtype]
+    """Round the floating weights in place as ``save`` stores them in ``dtype``, so that metrics measured
+    afterwards describe the model a checkpoint will load."""
     with torch.no_grad():
         for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.to(stored))
+            tensor.copy_(_as_stored(tensor, dtype))
 
 
 def save(path: str | Path, model: SequenceModel, metadata: dict[str, Any], dtype: str = "float32") -> Path:
@@ -55,10 +59,8 @@ def save(path: str | Path, model: SequenceModel, metadata: dict[str, Any], dtype
     model's float32) and config; returns the weights path."""
     weights, config = paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    stored = WEIGHT_DTYPES[dtype]
     tensors = {
-        name: tensor.detach().to("cpu", stored if tensor.is_floating_point() else tensor.dtype).contiguous()
-        for name, tensor in model.state_dict().items()
+        name: _as_stored(tensor.detach(), dtype).to("cpu").contiguous() for name, tensor in model.state_dict().items()
     }
     save_file(tensors, str(weights))
     document = {

@@ -334,8 +334,10 @@ def train(
         if plateau_exit is None and smoothed < PLATEAU_EXIT * chance:
             plateau_exit = step
         accuracy = None
-        checkpoint_step = step % options.eval_every == 0 or step == options.steps or out_of_time
-        if checkpoint_step and ranks.is_main:
+        last_step = step == options.steps or out_of_time
+        if (step % options.eval_every == 0 or last_step) and ranks.is_main:
+            if last_step:  # training is over: the last metrics describe the weights as the checkpoint stores them
+                checkpoints.round_to_storage(model, options.weights_dtype)
             accuracy = held_out.accuracy(model)
             seen = seen_task_accuracy(model, main_stream, options)
             history.append(
@@ -353,13 +355,6 @@ def train(
             break
 
     model.eval()
-    final = {key: history[-1][key] for key in ("held_out_accuracy", "seen_task_accuracy")} if history else {}
-    if history and options.weights_dtype != "float32":
-        checkpoints.round_to_storage(model, options.weights_dtype)  # final metrics: the weights as stored
-        final = {
-            "held_out_accuracy": held_out.accuracy(model),
-            "seen_task_accuracy": seen_task_accuracy(model, main_stream, options),
-        }
     metadata = {
         "training": options.to_dict(),
         "data": {
@@ -377,9 +372,9 @@ def train(
             "final_loss": smoothed,
             "chance_loss": expected_chance_loss(options, warming_up=False),
             "plateau_exit_step": plateau_exit,
-            "held_out_accuracy": final.get("held_out_accuracy"),
-            "seen_task_accuracy": final.get("seen_task_accuracy"),
-            "weights": f"final accuracies measured on the weights as stored ({options.weights_dtype})",
+            "held_out_accuracy": history[-1]["held_out_accuracy"] if history else None,
+            "seen_task_accuracy": history[-1]["seen_task_accuracy"] if history else None,
+            "weights": f"the last step's accuracies are measured on the weights as stored ({options.weights_dtype})",
             "seen_tasks": f"{SEEN_SEQUENCES} meta-training sequences of step 0, second half of each context",
             "held_out": f"{options.way}-way {options.eval_shot}-shot projected episodes of 'val'",
             "history": history,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from gpicl_bench.results import load
-from gpicl_bench.stats import PairedTest, holm, mean_interval, paired_difference
+from gpicl_bench.stats import PairedTest, holm, mean_interval, noninferiority_p, paired_difference
 
 SETTING = ["suite", "split", "seed", "way", "shot", "query"]
 
@@ -55,11 +55,15 @@ def load_many(paths: list[Path]) -> pd.DataFrame:
     return combined
 
 
-def compare(frame: pd.DataFrame, test: PairedTest = "t") -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare(
+    frame: pd.DataFrame, test: PairedTest = "t", margin: float | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The summary (with the best learner of each setting marked) and every pair of learners within a setting.
 
     Pairs are ordered so that ``difference`` = accuracy(a) − accuracy(b) ≥ 0 on their common episodes; p-values are
-    two-sided, with Holm's adjustment over the pairs of the setting.
+    two-sided, with Holm's adjustment over the pairs of the setting. With a ``margin`` (accuracy, e.g. 0.005 for half
+    a point) each pair also gets ``p_b_noninferior``: the one-sided p-value that b, the lower of the two, is at least
+    as good as a up to the margin (and ``p_a_superior``, that a is better than b).
     """
     summary = summarise(frame)
     summary["best"] = summary["accuracy"] == summary.groupby(SETTING)["accuracy"].transform("max")
@@ -76,7 +80,15 @@ def compare(frame: pd.DataFrame, test: PairedTest = "t") -> tuple[pd.DataFrame, 
             both = pd.concat([by_learner[a], by_learner[b]], axis=1, join="inner")
             if both.empty:
                 continue
-            result = paired_difference(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), test)
+            accuracy_a, accuracy_b = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
+            result = paired_difference(accuracy_a, accuracy_b, test)
+            one_sided = {}
+            if margin is not None:
+                one_sided = {
+                    "margin": margin,
+                    "p_a_superior": noninferiority_p(accuracy_a, accuracy_b, 0.0, test),
+                    "p_b_noninferior": noninferiority_p(accuracy_b, accuracy_a, margin, test),
+                }
             setting_pairs.append(
                 {
                     **dict(zip(SETTING, setting, strict=True)),
@@ -87,10 +99,13 @@ def compare(frame: pd.DataFrame, test: PairedTest = "t") -> tuple[pd.DataFrame, 
                     "ci95": result.difference.half_width,
                     "p_value": result.p_value,
                     "test": test,
+                    **one_sided,
                 }
             )
         for row, adjusted in zip(setting_pairs, holm([r["p_value"] for r in setting_pairs]), strict=True):
             row["p_holm"] = adjusted
         pair_rows.extend(setting_pairs)
     columns = [*SETTING, "learner_a", "learner_b", "episodes", "difference", "ci95", "p_value", "p_holm", "test"]
+    if margin is not None:
+        columns += ["margin", "p_a_superior", "p_b_noninferior"]
     return summary, pd.DataFrame(pair_rows, columns=columns)

@@ -146,6 +146,9 @@ def _run(
     progress = _progress(quiet)
     settings = engine.feature_settings(spec, device, _encode_progress(progress), skip_bad_images)
     if resume is None:
+        spec, notes = engine.with_available_suites(spec, settings)
+        for note in notes:
+            stderr.print(note, markup=False, highlight=False, soft_wrap=True)
         with progress:
             engine.check(spec, settings)  # bad input fails (and images are encoded) before any file is written
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -189,9 +192,19 @@ def compare(
         list[str] | None,
         typer.Option("--reference", help="Add published numbers of a reference set, e.g. caml-2024 (repeatable)."),
     ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            help="Non-inferiority margin in accuracy points (e.g. 0.5): adds one-sided p-values that a beats b, and "
+            "that b is at least as good as a up to the margin.",
+            min=0.0,
+            max=100.0,
+        ),
+    ] = None,
 ) -> None:
     """Compare learners that saw the same episodes: paired differences, 95% CIs and p-values."""
-    summary, pairs = analysis.compare(analysis.load_many(files), test.value)
+    fraction = None if margin is None else margin / 100
+    summary, pairs = analysis.compare(analysis.load_many(files), test.value, fraction)
     published, notes = reference.beside(summary, references) if references else (None, [])
     for note in notes:
         stderr.print(note, markup=False, highlight=False, soft_wrap=True)
@@ -235,12 +248,19 @@ def _train(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the unfinished run of this --out from its saved state (NAME.training-state.pt, written at "
+            "every held-out check and when the time budget ends), with the same options."
+        ),
+    ] = False,
     **knobs: object,
 ) -> None:
     """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint (several
     processes: torchrun, DistributedDataParallel)."""
     with distributed.processes(engine.resolve_device(device)) as (ranks, torch_device):
-        _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs)
+        _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs, resume)
 
 
 def _train_on(
@@ -250,6 +270,7 @@ def _train_on(
     out: Path | None,
     quiet: bool,
     knobs: dict[str, Any],
+    resume: bool,
 ) -> None:
     values = read_toml(spec_path) if spec_path is not None else {}
     target = out or values.pop("out", None)
@@ -271,7 +292,8 @@ def _train_on(
         progress.update(task, completed=entry.step, info=f"loss {entry.loss:.3f} · held-out {held_out}")
 
     with progress:
-        path = training.train_to_checkpoint(options, torch_device, target, on_log if ranks.is_main else None, ranks)
+        log = on_log if ranks.is_main else None
+        path = training.train_to_checkpoint(options, torch_device, target, log, ranks, resume)
     if ranks.is_main:
         stdout.print(f"checkpoint: {path}", markup=False, highlight=False)
 

@@ -7,6 +7,7 @@ written as soon as it is complete. Batching only groups work: every episode is d
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -140,6 +141,20 @@ def _plan(spec: Spec, done: set[GroupKey], settings: FeatureSettings) -> list[_P
             keys = [GroupKey(suite.label, label, shape.way, shape.shot, shape.query) for label in learners]
             plans.append(_Plan([k for k in keys if k not in done], suite.project, data, sampler))
     return [plan for plan in plans if plan.keys]
+
+
+def with_available_suites(spec: Spec, settings: FeatureSettings) -> tuple[Spec, list[str]]:
+    """The spec with those of its optional suites whose split loads here appended to its suites (so results and
+    ``--resume`` name only what ran), and a note for each one skipped."""
+    available, notes = [], []
+    for text in spec.optional_suites:
+        try:
+            open_suite(text, settings).suite.load(spec.split)
+        except UserError as error:
+            notes.append(f"note: skipping optional suite {text}: {error}")
+            continue
+        available.append(text)
+    return dataclasses.replace(spec, suites=spec.suites + tuple(available), optional_suites=()), notes
 
 
 def check(spec: Spec, settings: FeatureSettings) -> None:

@@ -38,6 +38,7 @@ STREAM_TASK_PROJECTION = 10  # meta-training: a task's projection (never the eva
 STREAM_TASK_EXAMPLES = 11  # meta-training: the examples of each sequence
 STREAM_QUERY_ORDER = 12  # the sequence view of an episode: order of its queries after the support
 STREAM_VIEW = 13  # the fixed input rotations of sequence learners' test-time views
+STREAM_TASK_SYNTHETIC = 14  # meta-training: synthetic task families (their noise bank; 15 their task parameters)
 
 
 def _mul32(x: Tensor, constant: int) -> Tensor:

@@ -75,7 +75,9 @@ def evaluate_group(
                 order = query_order(batch, sampler.seed)[:kept]
                 inputs = torch.cat([support_x[:kept], _take(query_x[:kept], order)], 1)
                 labels = torch.cat([batch.support_labels[:kept], torch.gather(batch.query_labels[:kept], 1, order)], 1)
-                position_correct += (learner.sequence_predictions(inputs, labels, way) == labels).sum(0)
+                position_correct += (
+                    learner.sequence_predictions(inputs, labels, way, support_x.shape[1]) == labels
+                ).sum(0)
             if on_batch is not None:
                 on_batch(offset + len(ids))
     curve_episodes = max(0, min(episodes.stop, CURVE_EPISODES) - episodes.start) if curve else 0

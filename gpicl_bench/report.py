@@ -97,6 +97,10 @@ def pair_tables(pairs: pd.DataFrame) -> list[TextTable]:
     for _, rows in pairs.groupby(SETTING, sort=False):
         test = "paired t-test" if rows["test"].iloc[0] == "t" else "Wilcoxon signed-rank"
         header = ["a", "b", "a − b (points)", "± 95% CI", f"p ({test})", "p (Holm)", "episodes"]
+        one_sided = "margin" in rows.columns
+        if one_sided:
+            margin = f"{100 * rows['margin'].iloc[0]:g}"
+            header += ["p (a > b, one-sided)", f"p (b ≥ a − {margin} points, one-sided)"]
         cells = [
             [
                 row["learner_a"],
@@ -106,6 +110,7 @@ def pair_tables(pairs: pd.DataFrame) -> list[TextTable]:
                 p_value(row["p_value"]),
                 p_value(row["p_holm"]),
                 str(row["episodes"]),
+                *([p_value(row["p_a_superior"]), p_value(row["p_b_noninferior"])] if one_sided else []),
             ]
             for _, row in rows.iterrows()
         ]

@@ -34,6 +34,7 @@ class Spec:
     name: str = "quick"
     description: str = "Embedded quick benchmark: unseen projected digits tasks, 5-way 1/5-shot, GPICL vs classics."
     suites: tuple[str, ...] = ("digits:project",)
+    optional_suites: tuple[str, ...] = ()  # run where their data are present, skipped with a note elsewhere
     learners: tuple[str, ...] = ("protonet", "knn", "logreg", "gpicl")
     ways: tuple[int, ...] = (5,)
     shots: tuple[int, ...] = (1, 5)

@@ -68,6 +68,20 @@ def paired_difference(a: np.ndarray, b: np.ndarray, test: PairedTest = "t") -> P
     return PairedResult(mean_interval(diff), p, test)
 
 
+def noninferiority_p(a: np.ndarray, b: np.ndarray, margin: float, test: PairedTest = "t") -> float:
+    """One-sided p-value for "a is at least as good as b, up to ``margin``": H0 mean(a − b) ≤ −margin against
+    H1 mean(a − b) > −margin (paired t-test, or Wilcoxon signed-rank on the shifted differences). With margin 0 it is
+    the one-sided test of superiority; a small p supports the claim that a is no worse than b by the margin."""
+    shifted = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64) + margin
+    if shifted.size < 2 or np.all(shifted == shifted[0]):
+        return 0.0 if shifted.size and shifted[0] > 0 else 1.0
+    if test == "t":
+        return float(scipy_stats.ttest_1samp(shifted, 0.0, alternative="greater").pvalue)
+    if test == "wilcoxon":
+        return float(scipy_stats.wilcoxon(shifted, zero_method="zsplit", alternative="greater").pvalue)
+    raise ValueError(f"unknown paired test {test!r}")
+
+
 def holm(p_values: list[float]) -> list[float]:
     """Holm–Bonferroni adjusted p-values (family-wise error control over all pairs of one setting)."""
     order = np.argsort(p_values)

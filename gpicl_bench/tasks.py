@@ -1,18 +1,21 @@
-"""GPICL's meta-training task distribution, generated a whole batch at a time on the device.
+"""GPICL's meta-training task distribution, broadened, generated a whole batch at a time on the device.
 
-A task is a choice of ``way`` classes of the source split in a random order (so a random label permutation) and a
-random linear projection of the inputs (entries N(0, 1/d)). A sequence draws ``length`` examples of its task's classes
-uniformly, and labels each with its class's slot. Tasks are either fresh at every step (``tasks = 0``: task ids are
-the sequence counter) or drawn from a finite pool of ``tasks`` ids, the paper's knob for memorisation versus
-generalisation. A ``bias_fraction`` of every batch uses one fixed task (classes 0..way−1 in order, the projection of
-task 0): the paper's biased-permutation curriculum against the loss plateau. A ``copy_fraction`` of every batch are
-copy tasks: each class is one fixed image, repeated, so that matching a query to an earlier identical input and
-reading its label — the mechanism in-context learning grows from — pays off at once. With ``min_way``, each task
-has its own number of classes, uniform in [min_way, way], so small tasks are in every batch as well. With
-``balanced``, the context labels are a random arrangement of (nearly) equal class counts, as in a few-shot support set.
-``queries`` appends that many query slots after the context of ``length`` examples: meta-training reads each one
-as evaluation reads a query (after the whole context, seeing no other query), so the loss also trains the exact
-few-shot read-out.
+A task is a choice of ``way`` classes in a random order (so a random label permutation) from one of several
+*sources*, mixed in fixed shares of every batch: the source suite's split (with a random linear projection of the
+inputs, entries N(0, 1/d), GPICL's augmentation) or a synthetic family of :mod:`gpicl_bench.synthetic` (Gaussian
+mixtures, non-linear maps of clustered latents, smooth image-like fields). A sequence holds a context of ``length``
+examples of its task's classes — or, with ``min_length``, a length drawn per step in [min_length, length], so the
+model meets 1-shot supports and long contexts alike — labelled with each class's slot; ``queries`` appends query
+slots that meta-training reads as evaluation reads a query (after the whole context, seeing no other query).
+
+Tasks are either fresh at every step (``tasks = 0``: task ids are the sequence counter) or drawn from a finite pool
+of ``tasks`` ids, the paper's knob for memorisation versus generalisation. A ``bias_fraction`` of every batch uses
+one fixed task (the paper's biased-permutation curriculum against the loss plateau). A ``copy_fraction`` of every
+batch are copy tasks: each class is one fixed example, repeated, so that matching a query to an earlier identical
+input and reading its label — the mechanism in-context learning grows from — pays off at once. With ``min_way``,
+each task has its own number of classes, uniform in [min_way, way]. A ``balanced`` share of sequences has (nearly)
+equal class counts in a random order, as in a few-shot support set; the others draw each label uniformly, so their
+classes are imbalanced.
 
 Everything is a counter-based hash of (seed, step, sequence, position), like the episodes, so the stream is the same on
 every device and for every split of a batch across processes; it shares no random stream with evaluation episodes,
@@ -30,50 +33,80 @@ from gpicl_bench.episodes import (
     STREAM_TASK_CLASSES,
     STREAM_TASK_EXAMPLES,
     STREAM_TASK_POOL,
-    STREAM_TASK_PROJECTION,
+    STREAM_TASK_SYNTHETIC,
     ClassIndex,
     project,
     random_bits,
     random_order,
-    random_projections,
     stream_key,
+    uniform_open,
 )
 from gpicl_bench.errors import UserError
 from gpicl_bench.suites import SplitData
+from gpicl_bench.synthetic import FAMILIES, Draw, SyntheticFamilies
+
+SOURCES = ("suite", *FAMILIES)
 
 
 @dataclass(frozen=True)
 class TaskDistribution:
-    """Which tasks and sequences meta-training sees."""
+    """Which tasks and sequences meta-training sees; ``mix`` gives each source's share of a batch (see SOURCES)."""
 
     way: int = 5
     min_way: int = 0  # 0: every task has ``way`` classes; else each task's count is uniform in [min_way, way]
     length: int = 30
+    min_length: int = 0  # 0: every context has ``length`` examples; else a length per step in [min_length, length]
     queries: int = 0  # query slots after the context, each read like an episode's query
-    balanced: bool = False  # context labels: equal class counts in a random order (else each label uniform)
+    balanced: float = 0.0  # share of sequences whose context has equal class counts (else each label uniform)
     tasks: int = 0
     bias_fraction: float = 0.0
-    copy_fraction: float = 0.0  # share of each batch whose tasks use one fixed image per class (exact repeats)
+    copy_fraction: float = 0.0  # share of each batch whose tasks use one fixed example per class (exact repeats)
     project: bool = True
+    mix: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0)  # shares of SOURCES, normalised
     seed: int = 0
 
     def __post_init__(self) -> None:
-        bad_min_way = self.min_way and not 2 <= self.min_way <= self.way
-        bad_counts = self.way < 2 or self.length < 2 or self.queries < 0 or self.tasks < 0
-        if bad_counts or bad_min_way or not 0.0 <= self.bias_fraction <= 1.0:
-            raise UserError(f"invalid task distribution: {self}")
+        problems = [
+            "way must be at least 2" if self.way < 2 else "",
+            f"min_way must be 0 or in [2, way={self.way}]"
+            if self.min_way and not 2 <= self.min_way <= self.way
+            else "",
+            "sequence_length must be at least 2" if self.length < 2 else "",
+            f"min_length must be 0 or in [1, sequence_length={self.length}]"
+            if self.min_length and not 1 <= self.min_length <= self.length
+            else "",
+            "queries and tasks must not be negative" if self.queries < 0 or self.tasks < 0 else "",
+            *(
+                f"{name} must be between 0 and 1"
+                for name in ("balanced", "bias_fraction", "copy_fraction")
+                if not 0.0 <= getattr(self, name) <= 1.0
+            ),
+            "the source shares must not be negative and must not all be 0"
+            if len(self.mix) != len(SOURCES) or min(self.mix) < 0 or sum(self.mix) <= 0
+            else "",
+        ]
+        problems = [problem for problem in problems if problem]
+        if problems:
+            raise UserError(f"invalid task distribution: {'; '.join(problems)}")
+
+    def source_counts(self, size: int) -> list[int]:
+        """How many sequences of a batch of ``size`` each source gets (contiguous blocks, in SOURCES order)."""
+        total = sum(self.mix)
+        bounds = [round(size * sum(self.mix[: i + 1]) / total) for i in range(len(SOURCES))]
+        return [bound - previous for bound, previous in zip(bounds, [0, *bounds[:-1]], strict=True)]
 
 
 @dataclass(frozen=True)
 class TaskBatch:
-    """Meta-training sequences: inputs [B, L+Q, d] and labels [B, L+Q] (context, then query slots), each task's
-    class count [B], and which sequences are regular tasks (not the fixed biased task nor a copy task), the ones that
-    measure in-context learning."""
+    """Meta-training sequences: inputs [B, L+Q, d] and labels [B, L+Q] (a context of ``context`` examples, then query
+    slots), each task's class count [B], and which sequences are regular tasks (not the fixed biased task nor a copy
+    task), the ones that measure in-context learning."""
 
     x: Tensor
     labels: Tensor
     ways: Tensor
     regular: Tensor
+    context: int
 
 
 class TaskStream:
@@ -82,20 +115,31 @@ class TaskStream:
     def __init__(self, data: SplitData, distribution: TaskDistribution) -> None:
         self.data = data
         self.distribution = distribution
-        self.index = ClassIndex(data.labels).to(data.features.device)
-        if distribution.way > self.index.num_classes:
+        device = data.features.device
+        self.index = ClassIndex(data.labels).to(device)
+        uses_suite = distribution.mix[0] > 0
+        if uses_suite and distribution.way > self.index.num_classes:
             raise UserError(
                 f"{distribution.way}-way tasks need {distribution.way} classes; the source has {self.index.num_classes}"
             )
         self._keys = {
-            stream: stream_key(distribution.seed, stream, data.features.device)
-            for stream in (STREAM_TASK_POOL, STREAM_TASK_CLASSES, STREAM_TASK_PROJECTION, STREAM_TASK_EXAMPLES)
+            stream: stream_key(distribution.seed, stream, device)
+            for stream in (STREAM_TASK_POOL, STREAM_TASK_CLASSES, STREAM_TASK_EXAMPLES)
         }
+        self.families = SyntheticFamilies(distribution.seed, STREAM_TASK_SYNTHETIC, device)
 
     def task_ids(self, step: int, sequences: Tensor) -> Tensor:
         """The task of each sequence: a fresh 32-bit id (fresh tasks) or an id of the finite pool 0..tasks−1."""
         ids = random_bits(self._keys[STREAM_TASK_POOL], torch.full_like(sequences, step), sequences)
         return ids % self.distribution.tasks if self.distribution.tasks else ids
+
+    def context_length(self, step: int) -> int:
+        """The context length of every sequence at ``step``: ``length``, or uniform in [min_length, length]."""
+        d = self.distribution
+        if not d.min_length:
+            return d.length
+        bits = random_bits(self._keys[STREAM_TASK_EXAMPLES], torch.tensor(step), torch.tensor(0xFFFFFFFF))
+        return d.min_length + int(bits.cpu()) % (d.length - d.min_length + 1)
 
     def batch(self, step: int, size: int, first: int = 0, count: int | None = None) -> TaskBatch:
         """Sequences ``first .. first+count-1`` (default: all) of the batch of ``size`` sequences at ``step``.
@@ -105,31 +149,57 @@ class TaskStream:
         d = self.distribution
         device = self.data.features.device
         sequences = torch.arange(first, first + (size - first if count is None else count), device=device)
+        context = self.context_length(step)
         biased = sequences < round(d.bias_fraction * size)
         copying = sequences >= size - round(d.copy_fraction * size)
         task = torch.where(biased, 0, self.task_ids(step, sequences))  # biased sequences all use task 0
-        all_classes = torch.arange(self.index.num_classes, device=device)
-        class_bits = random_bits(self._keys[STREAM_TASK_CLASSES], task[:, None], all_classes[None, :])
-        classes = random_order(class_bits)[:, : d.way]  # a random ordered choice of classes
-        classes = torch.where(biased[:, None], all_classes[None, : d.way], classes)
         ways = torch.full_like(task, d.way)
         if d.min_way:
             way_bits = random_bits(self._keys[STREAM_TASK_CLASSES], task, torch.full_like(task, 0xFFFFFFFF))
             ways = d.min_way + way_bits % (d.way - d.min_way + 1)
+        ways = ways.clamp_max(max(2, context))
 
-        positions = torch.arange(d.length + d.queries, device=device)[None, :]
+        positions = torch.arange(context + d.queries, device=device)[None, :]
         examples = self._keys[STREAM_TASK_EXAMPLES]
         step_counter = torch.full_like(sequences, step)[:, None]
         label_bits = random_bits(examples, step_counter, sequences[:, None], positions, torch.zeros_like(positions))
-        if d.balanced:  # slot p of the context takes the p-th entry of a random permutation of 0..L-1, modulo way
-            label_bits[:, : d.length] = random_order(label_bits[:, : d.length])
+        balanced = uniform_open(random_bits(examples, step_counter[:, 0], sequences, torch.full_like(sequences, 2)))
+        # a balanced context: slot p takes the p-th entry of a random permutation of 0..L-1, modulo way
+        ordered = torch.cat([random_order(label_bits[:, :context]), label_bits[:, context:]], 1)
+        label_bits = torch.where((balanced < d.balanced)[:, None], ordered, label_bits)
         labels = label_bits % ways[:, None]  # [B, L+Q]
-        chosen = torch.gather(classes, 1, labels)
         picks = random_bits(examples, step_counter, sequences[:, None], positions, torch.ones_like(positions))
+
+        x = torch.empty(len(sequences), context + d.queries, self.data.dim, device=device)
+        source = torch.repeat_interleave(
+            torch.arange(len(SOURCES), device=device), torch.tensor(d.source_counts(size), device=device)
+        )[sequences]
+        for index, name in enumerate(SOURCES):
+            chosen = (source == index).nonzero()[:, 0]
+            if len(chosen) == 0:
+                continue
+            if name == "suite":
+                x[chosen] = self._suite_inputs(
+                    task[chosen], labels[chosen], picks[chosen], copying[chosen], biased[chosen]
+                )
+            else:
+                draw = Draw(task[chosen], labels[chosen], picks[chosen], copying[chosen], self.data.dim)
+                x[chosen] = self.families.draw(name, draw)
+        return TaskBatch(x, labels, ways, ~(biased | copying), context)
+
+    def _suite_inputs(self, task: Tensor, labels: Tensor, picks: Tensor, copying: Tensor, biased: Tensor) -> Tensor:
+        """Examples of the source split: each label slot's class, a random example of it (a fixed one when
+        copying), through the task's projection."""
+        d = self.distribution
+        all_classes = torch.arange(self.index.num_classes, device=task.device)
+        class_bits = random_bits(self._keys[STREAM_TASK_CLASSES], task[:, None], all_classes[None, :])
+        classes = random_order(class_bits)[:, : d.way]  # a random ordered choice of classes
+        classes = torch.where(biased[:, None], all_classes[None, : d.way], classes)
+        chosen = torch.gather(classes, 1, labels)
         exemplar = random_bits(self._keys[STREAM_TASK_CLASSES], task[:, None], chosen, torch.full_like(chosen, 7))
         picks = torch.where(copying[:, None], exemplar, picks)
         rows = self.index.rows_by_class[self.index.offsets[chosen] + picks % self.index.counts[chosen]]
         x = self.data.features[rows]
         if d.project:
-            x = project(x, random_projections(d.seed, task, self.data.dim, stream=STREAM_TASK_PROJECTION))
-        return TaskBatch(x, labels, ways, ~(biased | copying))
+            x = project(x, self.families.projections(task, self.data.dim))
+        return x

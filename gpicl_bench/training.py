@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from gpicl_bench import checkpoints, distributed
+from gpicl_bench import checkpoints, distributed, training_state
 from gpicl_bench.distributed import Ranks
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
 from gpicl_bench.features import FeatureSettings
+from gpicl_bench.learners import input_rule
 from gpicl_bench.learners.sequence import (
     SequenceConfig,
     SequenceLearner,
@@ -39,7 +40,7 @@ from gpicl_bench.learners.sequence import (
     shift_labels,
 )
 from gpicl_bench.suites import SplitData, open_suite
-from gpicl_bench.tasks import TaskBatch, TaskDistribution, TaskStream
+from gpicl_bench.tasks import SOURCES, TaskBatch, TaskDistribution, TaskStream
 
 _KNOB_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 PLATEAU_EXIT = 0.8  # the loss has left the plateau once the smoothed loss of regular tasks is below 80% of chance
@@ -77,12 +78,21 @@ class TrainingOptions:
     layers: int = knob(4, "number of Transformer blocks or LSTM layers")
     heads: int = knob(1, "attention heads (transformer); one head as wide as the model matches inputs best")
     rotary_fraction: float = knob(0.0, "share of each attention head's dimensions given rotary positions (transformer)")
+    input_rule: str = knob(
+        "centre+basis+scale",
+        "how inputs reach the model, from each episode's support: parts of centre+basis+scale, or standardise",
+    )
     max_classes: int = knob(10, "label outputs of the model; N-way episodes use the first N")
     way: int = knob(5, "classes per meta-training task (the most, with min_way)")
     min_way: int = knob(2, "if set, each task's class count is uniform in [min_way, way] (0 = always way)")
-    sequence_length: int = knob(40, "examples per meta-training sequence (L)")
+    sequence_length: int = knob(40, "examples per meta-training sequence (L; the most, with min_length)")
+    min_length: int = knob(0, "if set, each step's sequences have a length uniform in [min_length, sequence_length]")
     queries: int = knob(0, "query slots after each sequence, each read like an episode's query (sees the L examples)")
-    balanced: bool = knob(False, "equal class counts in each sequence, in a random order (like a support set)")
+    balanced: float = knob(0.0, "share of sequences with equal class counts in a random order (like a support set)")
+    mix_suite: float = knob(1.0, "share of each batch drawn from the source suites (projected when project is set)")
+    mix_gaussian: float = knob(0.0, "share of synthetic Gaussian-mixture tasks (random subspaces, spectra, separation)")
+    mix_nonlinear: float = knob(0.0, "share of synthetic tasks: clustered latents through a random tanh network")
+    mix_fields: float = knob(0.0, "share of synthetic tasks: smooth random image-like fields, some squashed to strokes")
     tasks: int = knob(0, "number of distinct tasks: 0 = fresh tasks every step, else a finite pool (e.g. 2**13)")
     bias_fraction: float = knob(0.0, "share of every batch that uses one fixed label permutation (curriculum)")
     copy_fraction: float = knob(0.25, "share of every batch whose tasks repeat one fixed image per class")
@@ -100,7 +110,8 @@ class TrainingOptions:
     seed: int = knob(0, "seed of the initialisation and the task stream")
     eval_every: int = knob(250, "steps between held-out evaluations")
     eval_episodes: int = knob(500, "episodes per held-out evaluation")
-    eval_shot: int = knob(5, "shots of the held-out episodes (way-way, 5 queries per class, 'val' split)")
+    eval_way: int = knob(5, "classes of the held-out episodes (5 queries per class, 'val' split)")
+    eval_shot: int = knob(5, "shots of the held-out episodes")
     weights_dtype: str = knob(
         "float32", "how the checkpoint stores its weights: float32, or float16 for half the file (computed in float32)"
     )
@@ -108,6 +119,8 @@ class TrainingOptions:
     def __post_init__(self) -> None:
         if min(self.batch_size, self.steps, self.eval_every, self.eval_episodes, self.eval_shot) < 1:
             raise UserError("batch_size, steps, eval_every, eval_episodes and eval_shot must be positive")
+        if not 2 <= self.eval_way <= self.max_classes:
+            raise UserError(f"eval_way must be between 2 and max_classes ({self.max_classes}), got {self.eval_way}")
         if self.lr <= 0 or self.adam_eps <= 0 or self.time_budget < 0 or self.warmup < 0 or self.clip <= 0:
             raise UserError("lr, adam_eps and clip must be positive; time_budget and warmup not negative")
         if self.weights_dtype not in checkpoints.WEIGHT_DTYPES:
@@ -116,6 +129,8 @@ class TrainingOptions:
             )
         if self.way > self.max_classes:
             raise UserError(f"way ({self.way}) exceeds the model's max_classes ({self.max_classes})")
+        input_rule.check(self.input_rule)
+        self.distribution()  # checks the task knobs before anything trains
 
     def model_config(self, input_dim: int) -> SequenceConfig:
         return SequenceConfig(
@@ -126,6 +141,7 @@ class TrainingOptions:
             layers=self.layers,
             heads=self.heads,
             rotary_fraction=self.rotary_fraction,
+            input_rule=self.input_rule,
         )
 
     def distribution(self, warming_up: bool = True) -> TaskDistribution:
@@ -134,12 +150,14 @@ class TrainingOptions:
             way=self.way,
             min_way=self.min_way if warming_up else 0,
             length=self.sequence_length,
+            min_length=self.min_length,
             queries=self.queries,
             balanced=self.balanced,
             tasks=self.tasks,
             bias_fraction=self.bias_fraction,
             copy_fraction=self.copy_fraction if warming_up else 0.0,
             project=self.project,
+            mix=tuple(getattr(self, f"mix_{source}") for source in SOURCES),
             seed=self.seed,
         )
 
@@ -179,7 +197,7 @@ class TrainingResult:
 
 @dataclass(frozen=True)
 class HeldOut:
-    """The held-out check of meta-training: projected ``way``-way ``eval_shot``-shot episodes of the ``val`` split,
+    """The held-out check of meta-training: projected ``eval_way``-way ``eval_shot``-shot episodes of the ``val`` split,
     loaded and placed on the device once per run, each read once (one view, one order)."""
 
     data: SplitData
@@ -189,7 +207,7 @@ class HeldOut:
     @classmethod
     def of(cls, options: TrainingOptions, device: torch.device) -> HeldOut:
         data = source_data(options, "val", device)
-        shape = EpisodeShape(options.way, options.eval_shot, HELD_OUT_QUERIES)
+        shape = EpisodeShape(options.eval_way, options.eval_shot, HELD_OUT_QUERIES)
         sampler = EpisodeSampler(data.labels, shape, HELD_OUT_SEED, where=f"split 'val' of {options.source!r}")
         return cls(data, sampler.to(device), options.eval_episodes)
 
@@ -243,8 +261,8 @@ def seen_task_accuracy(model: SequenceModel, stream: TaskStream, options: Traini
         logits = batch_logits(model, batch, options)
     model.train(was_training)
     predictions = logits.argmax(-1)
-    start = options.sequence_length // 2
-    correct = (predictions == batch.labels)[:, start : options.sequence_length]
+    start = batch.context // 2
+    correct = (predictions == batch.labels)[:, start : batch.context]
     return float(correct[batch.regular].float().mean()) if batch.regular.any() else float("nan")
 
 
@@ -265,10 +283,10 @@ def expected_chance_loss(options: TrainingOptions, warming_up: bool = True) -> f
 def batch_logits(model: SequenceModel | DistributedDataParallel, batch: TaskBatch, options: TrainingOptions) -> Tensor:
     """Logits [B, L+Q, way]: causal over the context, and each query slot read after the whole context (through
     the model's ``forward``, so that DistributedDataParallel sees the pass); classes a task lacks are -inf."""
-    input_dim = (model.module if isinstance(model, DistributedDataParallel) else model).config.input_dim
-    x = prepare_inputs(batch.x, input_dim)
+    config = (model.module if isinstance(model, DistributedDataParallel) else model).config
+    x = prepare_inputs(config, batch.x, batch.context)
     if options.queries:
-        length = options.sequence_length
+        length = batch.context
         tokens = episode_tokens(x[:, :length], batch.labels[:, :length], x[:, length:], options.max_classes)
     else:
         tokens = (make_tokens(x, shift_labels(batch.labels), options.max_classes),)
@@ -282,8 +300,11 @@ def train(
     device: torch.device,
     on_log: Callable[[TrainingLog], None] | None = None,
     ranks: Ranks = SINGLE_PROCESS,
+    state: Path | None = None,
 ) -> TrainingResult:
-    """Meta-train a sequence model from scratch; deterministic on one device for given options.
+    """Meta-train a sequence model from scratch, or from ``state`` when that file exists; deterministic on one
+    device for given options, resumed or not. With ``state``, rank 0 saves the run there at every held-out check and
+    when the time budget ends it (:mod:`gpicl_bench.training_state`).
 
     Under torchrun each rank computes its contiguous share of every batch's sequences (the task stream is a pure
     function of step and sequence) and DistributedDataParallel averages the gradients, which is the full batch's
@@ -307,9 +328,17 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, partial(learning_rate_factor, options))
 
     smoothed, plateau_exit, history = expected_chance_loss(options), None, []
-    started = time.perf_counter()
-    step = 0
-    for step in range(1, options.steps + 1):
+    first_step, earlier_seconds = 1, 0.0
+    if state is not None and state.is_file():
+        saved = training_state.load(state, options.to_dict())
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        schedule.load_state_dict(saved["schedule"])
+        smoothed, plateau_exit, history = saved["smoothed"], saved["plateau_exit"], saved["history"]
+        first_step, earlier_seconds = saved["step"] + 1, saved["seconds"]
+    started = time.perf_counter() - earlier_seconds
+    step = first_step - 1
+    for step in range(first_step, options.steps + 1):
         in_curriculum = not options.curriculum_steps or step <= options.curriculum_steps or plateau_exit is None
         stream = warm_up_stream if in_curriculum else main_stream
         batch = stream.batch(step, options.batch_size, share.start, len(share))
@@ -335,6 +364,16 @@ def train(
             plateau_exit = step
         accuracy = None
         last_step = step == options.steps or out_of_time
+        saving = state is not None and ranks.is_main and step < options.steps
+        snapshot = {
+            "options": options.to_dict(),
+            "step": step,
+            "seconds": elapsed,
+            "smoothed": smoothed,
+            "plateau_exit": plateau_exit,
+        }
+        if saving and out_of_time:  # before the last step's rounding of the weights to their storage type
+            training_state.save(state, {**snapshot, **_state_of(model, optimiser, schedule), "history": history})
         if (step % options.eval_every == 0 or last_step) and ranks.is_main:
             if last_step:  # training is over: the last metrics describe the weights as the checkpoint stores them
                 checkpoints.round_to_storage(model, options.weights_dtype)
@@ -349,6 +388,8 @@ def train(
                     "seconds": elapsed,
                 }
             )
+        if saving and not out_of_time and step % options.eval_every == 0:
+            training_state.save(state, {**snapshot, **_state_of(model, optimiser, schedule), "history": history})
         if on_log is not None:
             on_log(TrainingLog(step, options.steps, smoothed, accuracy, elapsed))
         if out_of_time:
@@ -376,11 +417,15 @@ def train(
             "seen_task_accuracy": history[-1]["seen_task_accuracy"] if history else None,
             "weights": f"the last step's accuracies are measured on the weights as stored ({options.weights_dtype})",
             "seen_tasks": f"{SEEN_SEQUENCES} meta-training sequences of step 0, second half of each context",
-            "held_out": f"{options.way}-way {options.eval_shot}-shot projected episodes of 'val'",
+            "held_out": f"{options.eval_way}-way {options.eval_shot}-shot projected episodes of 'val'",
             "history": history,
         },
     }
     return TrainingResult(model, metadata)
+
+
+def _state_of(model: SequenceModel, optimiser: torch.optim.Optimizer, schedule: Any) -> dict[str, Any]:
+    return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()}
 
 
 def train_to_checkpoint(
@@ -389,9 +434,20 @@ def train_to_checkpoint(
     out: Path,
     on_log: Callable[[TrainingLog], None] | None = None,
     ranks: Ranks = SINGLE_PROCESS,
+    resume: bool = False,
 ) -> Path:
-    """Meta-train and save the checkpoint (rank 0 writes it); returns its weights path."""
-    result = train(options, device, on_log, ranks)
-    if ranks.is_main:
-        return checkpoints.save(out, result.model, result.metadata, options.weights_dtype)
-    return checkpoints.paths(out)[0]
+    """Meta-train and save the checkpoint (rank 0 writes it); returns its weights path. The run's state is kept
+    beside the checkpoint until training completes; ``resume`` continues from it."""
+    weights = checkpoints.paths(out)[0]
+    state = training_state.path_for(weights)
+    if resume and not state.is_file():
+        raise UserError(f"nothing to resume: {state} not found")
+    if not resume and state.is_file():
+        raise UserError(f"{state} holds an unfinished run for this checkpoint: add --resume, or delete it")
+    result = train(options, device, on_log, ranks, state)
+    if not ranks.is_main:
+        return weights
+    path = checkpoints.save(out, result.model, result.metadata, options.weights_dtype)
+    if result.metadata["steps"] == options.steps:
+        state.unlink(missing_ok=True)
+    return path

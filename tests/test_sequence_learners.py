@@ -19,9 +19,9 @@ from gpicl_bench.registry import Ref
 SMALL = {"d_model": 16, "layers": 2, "heads": 2}
 
 
-def model(kind: str) -> torch.nn.Module:
+def model(kind: str, rule: str = "centre+basis+scale") -> torch.nn.Module:
     torch.manual_seed(0)
-    config = SequenceConfig(kind=kind, input_dim=12, max_classes=10, **SMALL)
+    config = SequenceConfig(kind=kind, input_dim=12, max_classes=10, input_rule=rule, **SMALL)
     return (GPICLTransformer if kind == "transformer" else LSTMLearner)(config).eval()
 
 
@@ -65,7 +65,7 @@ def test_episode_view_matches_sequence_view(kind: str) -> None:
     for q in range(3):
         xs = torch.cat([support_x, query_x[:, q : q + 1]], 1)
         ys = torch.cat([support_y, torch.zeros_like(support_y[:, :1])], 1)
-        tokens = make_tokens(prepare_inputs(xs, 12), shift_labels(ys), 10)
+        tokens = make_tokens(prepare_inputs(m.config, xs, support_x.shape[1]), shift_labels(ys), 10)
         with torch.no_grad():
             sequence = m.sequence_logits(tokens)[:, -1]
         torch.testing.assert_close(episode[:, q], sequence, rtol=1e-4, atol=1e-5)
@@ -81,15 +81,6 @@ def test_predictions_do_not_depend_on_batch(kind: str) -> None:
         [learner.predict(support_x[i : i + 7], support_y[i : i + 7], query_x[i : i + 7], 5) for i in range(0, 40, 7)]
     ).argmax(-1)
     assert torch.equal(whole, parts)
-
-
-def test_input_rule_maps_any_dimension_and_scale() -> None:
-    """Features of another size go through one fixed map; scaling inputs does not change the prepared inputs."""
-    x = torch.randn(3, 4, 100)
-    prepared = prepare_inputs(x, 12)
-    assert prepared.shape == (3, 4, 12)
-    torch.testing.assert_close(prepare_inputs(7.5 * x + 2.0, 12), prepared, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(prepare_inputs(x, 12), prepared)  # the map is fixed
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -168,7 +159,7 @@ def test_order_ensemble_averages_rotated_supports() -> None:
 def test_view_ensemble_averages_rotated_inputs() -> None:
     """views=k averages the log-probabilities of the episode read as is and turned by k − 1 fixed rotations; still
     batch independent, and the shipped learner reads 4 views unless told otherwise."""
-    m = model("transformer")
+    m = model("transformer", "standardise")  # views suit rules without the basis part
     support_x, support_y, query_x = episodes(n=12)
     rotation = view_rotation(12, 1, "cpu")
     torch.testing.assert_close(rotation @ rotation.T, torch.eye(12), atol=1e-5, rtol=0)
@@ -177,8 +168,8 @@ def test_view_ensemble_averages_rotated_inputs() -> None:
     ensemble = SequenceLearner(m, views=2).predict(support_x, support_y, query_x, 5)
     single = SequenceLearner(m)
     first = torch.log_softmax(single.predict(support_x, support_y, query_x, 5), -1)
-    turned_support = prepare_inputs(support_x, 12) @ rotation.T
-    turned_query = prepare_inputs(query_x, 12) @ rotation.T
+    prepared = prepare_inputs(m.config, torch.cat([support_x, query_x], 1), support_x.shape[1])
+    turned_support, turned_query = (prepared @ rotation.T).split([support_x.shape[1], query_x.shape[1]], 1)
     turned = torch.log_softmax(single.predict(turned_support, support_y, turned_query, 5), -1)
     torch.testing.assert_close(ensemble, (first + turned) / 2)
     assert not torch.allclose(first, turned)
@@ -187,8 +178,17 @@ def test_view_ensemble_averages_rotated_inputs() -> None:
     with pytest.raises(UserError):
         SequenceLearner(m, views=0)
     with pytest.raises(UserError, match="views"):  # before any meta-training
-        LEARNERS.build(Ref.parse("gpicl:fresh,views=0"))
-    assert LEARNERS.build(Ref.parse("gpicl")).details()["inference"]["views"] == 4
+        LEARNERS.build(Ref.parse("gpicl:fresh,views=-1"))
+
+
+def test_default_views_follow_the_input_rule(tmp_path: Path) -> None:
+    """A model whose input rule has the basis part reads each episode once (its inputs do not change under a
+    rotation); other rules, the legacy one of older checkpoints included, average 4 rotated views."""
+    legacy = checkpoints.save(tmp_path / "legacy", model("transformer", "standardise"), {})
+    assert LEARNERS.build(Ref.parse(f"gpicl:checkpoint={legacy}")).details()["inference"]["views"] == 4
+    assert LEARNERS.build(Ref.parse("gpicl:fresh")).details()["inference"]["views"] == 1
+    assert LEARNERS.build(Ref.parse("gpicl:fresh,input_rule=centre+scale")).details()["inference"]["views"] == 4
+    assert LEARNERS.build(Ref.parse(f"gpicl:checkpoint={legacy},views=2")).details()["inference"]["views"] == 2
 
 
 @pytest.mark.slow

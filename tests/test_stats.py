@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gpicl_bench.stats import holm, mean_interval, paired_difference
+from gpicl_bench.stats import holm, mean_interval, noninferiority_p, paired_difference
 
 
 def test_interval_is_student_t() -> None:
@@ -57,3 +57,17 @@ def test_holm_adjustment() -> None:
     """Holm: sorted p·(m−rank), made monotone, capped at one."""
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_noninferiority_is_a_one_sided_test_of_the_shifted_difference() -> None:
+    """p = P(T ≥ (mean(a − b) + margin) / se) under n − 1 degrees of freedom, computed here from the definition."""
+    rng = np.random.default_rng(4)
+    b = rng.uniform(0.6, 1.0, 2000)
+    a = np.clip(b - 0.003 + rng.normal(0, 0.05, 2000), 0, 1)  # a trails b by about 0.3 points
+    diff = a - b
+    for margin in (0.0, 0.005, 0.01):
+        t = (diff.mean() + margin) / (diff.std(ddof=1) / np.sqrt(diff.size))
+        assert noninferiority_p(a, b, margin) == pytest.approx(stats.t.sf(t, diff.size - 1), rel=1e-9)
+    assert noninferiority_p(a, b, 0.0) > 0.5  # a is not better than b ...
+    assert noninferiority_p(a, b, 0.01) < 0.01  # ... but it is no worse by a point
+    assert noninferiority_p(a, b, 0.01, "wilcoxon") < 0.01

@@ -94,3 +94,71 @@ def test_copy_tasks_repeat_one_image_per_class(train_split) -> None:
             for k in batch.labels[b].unique().tolist()
         }
         assert (distinct == {1}) == (b >= 4)
+
+
+MIXED = {"mix": (0.25, 0.25, 0.25, 0.25), "length": 20, "min_length": 3, "queries": 4}
+
+
+def test_mixed_sources_are_deterministic_and_sliceable(train_split) -> None:
+    """Every source's share of a batch is a pure function of (seed, step, sequence): any slice of a batch equals
+    that part of the whole (up to the last-bit rounding of a batched matrix product of another size), and the same
+    options give the same batch."""
+    stream = TaskStream(train_split, TaskDistribution(**MIXED, seed=5))
+    whole = stream.batch(3, 32)
+    again = TaskStream(train_split, TaskDistribution(**MIXED, seed=5)).batch(3, 32)
+    assert torch.equal(whole.x, again.x) and torch.equal(whole.labels, again.labels)
+    for first, count in ((0, 5), (7, 9), (20, 12)):
+        part = stream.batch(3, 32, first=first, count=count)
+        torch.testing.assert_close(part.x, whole.x[first : first + count], rtol=1e-6, atol=1e-5)
+        assert torch.equal(part.labels, whole.labels[first : first + count])
+    assert whole.x.isfinite().all() and whole.x.shape == (32, whole.context + 4, 64)
+    assert TaskDistribution(**MIXED).source_counts(32) == [8, 8, 8, 8]
+    for source in range(4):  # each synthetic family varies across its sequences: not one fixed pattern
+        block = whole.x[8 * source : 8 * source + 8]
+        assert block.std(0).mean() > 0.1
+
+
+def test_context_length_varies_by_step_within_its_range(train_split) -> None:
+    stream = TaskStream(train_split, TaskDistribution(**MIXED))
+    lengths = {stream.context_length(step) for step in range(200)}
+    assert lengths == set(range(3, 21))
+    batch = stream.batch(11, 8)
+    assert batch.x.shape[1] == batch.context + 4 and batch.context == stream.context_length(11)
+
+
+def test_synthetic_tasks_of_a_pool_repeat_their_classes(train_split) -> None:
+    """A synthetic task is its id: copy sequences (no example noise) of the same pooled task show the same input for
+    the same label at every step, while examples of regular sequences vary."""
+    options = {**MIXED, "mix": (0.0, 1.0, 1.0, 1.0), "tasks": 1, "copy_fraction": 1.0, "min_length": 0}
+    stream = TaskStream(train_split, TaskDistribution(**options))
+    first, later = stream.batch(1, 6), stream.batch(2, 6)
+    for batch in (first, later):
+        for b in range(6):
+            for label in batch.labels[b].unique():
+                rows = batch.x[b][batch.labels[b] == label]
+                assert torch.equal(rows, rows[:1].expand_as(rows))
+    inputs_of = lambda batch, b: {int(k): batch.x[b][batch.labels[b] == k][0] for k in batch.labels[b].unique()}  # noqa: E731
+    for b in range(6):
+        shared = inputs_of(first, b).keys() & inputs_of(later, b).keys()
+        assert shared and all(torch.equal(inputs_of(first, b)[k], inputs_of(later, b)[k]) for k in shared)
+    regular = TaskStream(train_split, TaskDistribution(**{**options, "copy_fraction": 0.0})).batch(1, 6)
+    label = regular.labels[0, 0]
+    rows = regular.x[0][regular.labels[0] == label]
+    assert len(rows) > 1 and not torch.equal(rows, rows[:1].expand_as(rows))
+
+
+def test_balanced_share_gives_equal_class_counts(train_split) -> None:
+    stream = TaskStream(train_split, TaskDistribution(length=20, way=5, balanced=1.0))
+    counts = torch.nn.functional.one_hot(stream.batch(0, 16).labels, 5).sum(1)
+    assert (counts == 4).all()
+    unbalanced = TaskStream(train_split, TaskDistribution(length=20, way=5, balanced=0.0)).batch(0, 16).labels
+    assert not (torch.nn.functional.one_hot(unbalanced, 5).sum(1) == 4).all()
+
+
+def test_invalid_mixtures_and_lengths_are_refused() -> None:
+    with pytest.raises(UserError, match="source shares"):
+        TaskDistribution(mix=(0.0, 0.0, 0.0, 0.0))
+    with pytest.raises(UserError, match="min_length"):
+        TaskDistribution(length=10, min_length=11)
+    with pytest.raises(UserError, match="balanced"):
+        TaskDistribution(balanced=1.5)

@@ -103,6 +103,32 @@ def test_training_is_deterministic() -> None:
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_takes(cli, tmp_path: Path) -> None:
+    """Stopped by its time budget after the first step, saved, then resumed with --resume: the checkpoint equals an
+    uninterrupted run's, bit for bit, with the same held-out history; the state file is gone once training ends."""
+    knobs = [*TOY, "--steps", "8", "--eval-every", "4", "--mix-suite", "0.5", "--mix-fields", "0.5"]
+    assert cli("train", *knobs, "--out", tmp_path / "straight").code == 0
+    first = cli("train", *knobs, "--time-budget", "0.001", "--out", tmp_path / "split")
+    state = tmp_path / "split.training-state.pt"
+    assert first.code == 0 and state.is_file()
+    assert json.loads((tmp_path / "split.json").read_text())["steps"] == 1
+    refused = cli("train", *knobs, "--out", tmp_path / "split")
+    assert refused.code == 2 and "--resume" in refused.err
+    changed = cli("train", *knobs, "--lr", "0.01", "--resume", "--out", tmp_path / "split")
+    assert changed.code == 2 and "lr" in changed.err
+    assert cli("train", *knobs, "--resume", "--out", tmp_path / "split").code == 0
+    assert not state.exists()
+    straight, _ = checkpoints.load(tmp_path / "straight.safetensors")
+    resumed, metadata = checkpoints.load(tmp_path / "split.safetensors")
+    assert all(torch.equal(straight.state_dict()[k], v) for k, v in resumed.state_dict().items())
+    expected = json.loads((tmp_path / "straight.json").read_text())["metrics"]["history"]
+    assert [h["held_out_accuracy"] for h in metadata["metrics"]["history"]] == [
+        h["held_out_accuracy"] for h in expected
+    ]
+    nothing = cli("train", *knobs, "--resume", "--out", tmp_path / "other")
+    assert nothing.code == 2 and "nothing to resume" in nothing.err
+
+
 def test_half_precision_training_records_the_stored_models_accuracy(tmp_path: Path) -> None:
     """With float16 storage the final held-out accuracy is the one the saved checkpoint scores, not the float32
     model's before rounding."""

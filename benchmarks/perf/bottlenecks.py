@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from gpicl_bench.episodes import STREAM_TASK_PROJECTION, EpisodeSampler, EpisodeShape, random_projections
+from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.evaluation import evaluate_group
 from gpicl_bench.learners import protonet
 from gpicl_bench.learners.base import squared_distances
@@ -88,7 +88,7 @@ def main() -> None:
     tasks = torch.arange(options.batch_size, device=device)
     print(f"task generation, a batch of {options.batch_size} sequences of {options.sequence_length} (ms):")
     print(f"  {'whole TaskStream.batch':26s} {milliseconds(lambda: stream.batch(5, options.batch_size), device):8.1f}")
-    projections = lambda: random_projections(0, tasks, train.dim, stream=STREAM_TASK_PROJECTION)  # noqa: E731
+    projections = lambda: stream.families.projections(tasks, train.dim)  # noqa: E731
     print(f"  {'  per-task projections':26s} {milliseconds(projections, device):8.1f}")
 
 

@@ -96,7 +96,7 @@ DEFINITIONS = {
     "2·m·n·k per matmul, attention as the dense products its kernels compute; elementwise work is not counted",
     "utilisation": "protonet, knn: bytes_per_episode × batched episodes/s / copy bandwidth; other learners: "
     "flops_per_episode × batched episodes/s / matmul FLOP/s of the dtype their matmuls run in",
-    "tokens_per_step": "batch_size × (sequence_length + queries)",
+    "tokens_per_step": "batch_size × (context length + queries), averaged over the timed steps",
     "task_generation_share": "time of TaskStream.batch alone / time of the whole step (generation, forward, backward, "
     "clipping, Adam), summed over the timed steps, synchronised on CUDA",
     "scaling_units": "episodes axis: episodes; shots and ways axes: feature rows way·(shot+query) (tokens for gpicl); "
@@ -437,6 +437,7 @@ def meta_training(options: TrainingOptions, steps: int, warmup: int, device: tor
     optimiser = torch.optim.Adam(model.parameters(), lr=options.lr, eps=options.adam_eps)
     generation: list[float] = []
     total: list[float] = []
+    tokens = 0
     for step in range(1, warmup + steps + 1):
         synchronize(device)
         start = time.perf_counter()
@@ -453,7 +454,8 @@ def meta_training(options: TrainingOptions, steps: int, warmup: int, device: tor
         if step > warmup:
             generation.append(generated - start)
             total.append(time.perf_counter() - start)
-    tokens = options.batch_size * (options.sequence_length + options.queries)
+            tokens += batch.labels.numel()
+    tokens //= len(total)
     return TrainingRun(
         model=options.model_config(data.dim).to_dict(),
         parameters=sum(p.numel() for p in model.parameters()),

@@ -35,8 +35,9 @@ class Learner(abc.ABC):
 class SequencePredictor(Protocol):
     """Learners that also read an episode as one sequence report an in-context learning curve."""
 
-    def sequence_predictions(self, x: Tensor, y: Tensor, way: int) -> Tensor:
-        """Predicted labels [E, T]: position t predicts y_t from examples 0..t−1 and x_t."""
+    def sequence_predictions(self, x: Tensor, y: Tensor, way: int, support: int) -> Tensor:
+        """Predicted labels [E, T]: position t predicts y_t from examples 0..t−1 and x_t; the first ``support``
+        positions are the episode's support, the rest its queries."""
         ...
 
 

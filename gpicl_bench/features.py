@@ -105,8 +105,11 @@ class EncodedSuite:
 
     @functools.cached_property
     def _fingerprint(self) -> str:
-        """The data's fingerprint, taken once per suite (it may list every image file)."""
         return self.images.fingerprint()
+
+    def fingerprint(self) -> str:
+        """The data's fingerprint, taken once per suite (it may list every image file)."""
+        return self._fingerprint
 
     def cache_key(self, split: str) -> dict[str, Any]:
         return {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpicl_bench.encoders import encoder_ref
+from gpicl_bench.encoders import encoder_label, encoder_ref
 from gpicl_bench.registry import Ref, Registry, coerce_option
 from gpicl_bench.suites.base import SplitData, Suite
 from gpicl_bench.suites.digits import Digits
@@ -102,5 +102,5 @@ def open_suite(text: str, settings: FeatureSettings | None = None) -> OpenSuite:
     factory = SUITES.entry(inner.name).factory
     root = resolve_root(inner.name, inner.options.get("root"), data_root(settings.data_root), factory.default_dir)
     images = SUITES.build(Ref(inner.name, {**inner.options, "root": str(root)}))
-    label = f"{label} [{encoder}]"
+    label = f"{label} [{encoder_label(encoder)}]"
     return OpenSuite(label=label, suite=EncodedSuite(label, images, encoder, settings), project=project)

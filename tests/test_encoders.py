@@ -108,6 +108,15 @@ def test_an_extra_that_does_not_import_is_one_line_exit_2(
     assert f"'gpicl-bench[{library}]'" in result.err
 
 
+def test_a_missing_extra_names_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    def absent(name: str) -> None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(external, "importlib", SimpleNamespace(import_module=absent))
+    with pytest.raises(UserError, match=r"install it with: pip install 'gpicl-bench\[timm\]'$"):
+        ENCODERS.build(encoder_ref("timm:resnet18"))
+
+
 @pytest.mark.parametrize(
     ("reference", "message"),
     [

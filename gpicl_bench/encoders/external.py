@@ -36,9 +36,13 @@ def optional_import(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except (ImportError, RuntimeError, OSError) as error:
+        if isinstance(error, ModuleNotFoundError) and error.name == module.split(".")[0]:
+            raise UserError(
+                f"this needs the optional {module} ({error}); install it with: pip install 'gpicl-bench[{extra}]'"
+            ) from None
         raise UserError(
-            f"this needs the optional {module}, which does not import here ({error_line(error)}); it needs "
-            f"a torchvision built for this torch ({torch.__version__}), e.g. PyPI's regular pair: "
+            f"the optional {module} is installed but does not import ({error_line(error)}); it needs a torchvision "
+            f"built for this torch ({torch.__version__}), e.g. PyPI's regular pair: "
             f"pip install {WORKING_PAIR} 'gpicl-bench[{extra}]'"
         ) from None
 

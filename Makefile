@@ -11,7 +11,11 @@ STAMP := $(VENV)/.installed
 L2L_PYTHON ?= python3.10
 L2L_VENV ?= .venv-l2l
 
-.PHONY: setup run test lint perf test-l2l clean
+# The pretrained-encoder extras need a torchvision built for the same torch; PyPI's regular wheels pair these.
+ENCODERS_VENV ?= .venv-encoders
+ENCODERS_PINS ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open_clip_torch==3.3.0
+
+.PHONY: setup run test lint perf test-l2l test-encoders clean
 
 setup: $(STAMP)
 
@@ -40,5 +44,12 @@ test-l2l:
 	$(L2L_VENV)/bin/python -m pip install --quiet -e ".[dev,l2l]"
 	$(L2L_VENV)/bin/python -m pytest tests/test_l2l.py
 
+# Optional and slow (about 6 GB): the timm, open_clip and torchvision adapters against the libraries' own forward passes.
+test-encoders:
+	test -x $(ENCODERS_VENV)/bin/python || $(PYTHON) -m venv $(ENCODERS_VENV)
+	$(ENCODERS_VENV)/bin/python -m pip install --quiet $(ENCODERS_PINS)
+	$(ENCODERS_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(ENCODERS_VENV)/bin/python -m pytest tests/test_encoder_adapters.py
+
 clean:
-	rm -rf $(VENV) $(L2L_VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(L2L_VENV) $(ENCODERS_VENV) .pytest_cache .ruff_cache *.egg-info

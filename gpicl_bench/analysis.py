@@ -7,6 +7,7 @@ from one file or several — saw the very same episodes, so learners are compare
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,8 @@ from gpicl_bench.results import load
 from gpicl_bench.stats import PairedTest, holm, mean_interval, noninferiority_p, paired_difference
 
 SETTING = ["suite", "split", "seed", "way", "shot", "query"]
+
+log = logging.getLogger(__name__)
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -43,6 +46,8 @@ def load_many(paths: list[Path]) -> pd.DataFrame:
         frame.insert(0, "source", str(path))
         frames.append(frame)
     combined = pd.concat(frames, ignore_index=True)
+    for suite in suites_on_different_data(combined):
+        log.warning("results labelled %r come from different data (their data fingerprints differ)", suite)
     sources = combined.groupby([*SETTING, "learner"])["source"].transform("nunique")
     if (sources > 1).any():
         stems = {p: Path(p).stem for p in map(str, paths)}
@@ -53,6 +58,14 @@ def load_many(paths: list[Path]) -> pd.DataFrame:
             combined.loc[clash, "learner"] + " [" + combined.loc[clash, "source"].map(stems) + "]"
         )
     return combined
+
+
+def suites_on_different_data(frame: pd.DataFrame) -> list[str]:
+    """Suite labels whose groups record different data fingerprints: one name, different data, so pairing them
+    compares learners on different episodes' contents. Groups without a fingerprint (older files) are not judged."""
+    known = frame[frame["data_fingerprint"].fillna("") != ""]
+    counts = known.groupby("suite")["data_fingerprint"].nunique()
+    return sorted(counts[counts > 1].index)
 
 
 def compare(

@@ -113,6 +113,7 @@ class _Plan:
     project_inputs: bool
     data: SplitData
     sampler: EpisodeSampler
+    data_fingerprint: str
 
 
 def feature_settings(
@@ -139,7 +140,7 @@ def _plan(spec: Spec, done: set[GroupKey], settings: FeatureSettings) -> list[_P
         for shape in spec.shapes():
             sampler = EpisodeSampler(data.labels, shape, spec.seed, where=f"split {spec.split!r} of {suite.label!r}")
             keys = [GroupKey(suite.label, label, shape.way, shape.shot, shape.query) for label in learners]
-            plans.append(_Plan([k for k in keys if k not in done], suite.project, data, sampler))
+            plans.append(_Plan([k for k in keys if k not in done], suite.project, data, sampler, suite.fingerprint))
     return [plan for plan in plans if plan.keys]
 
 
@@ -220,6 +221,7 @@ def run(
                 "started": started.isoformat(timespec="seconds"),
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "learner_details": json.dumps(learner.details(), sort_keys=True),
+                "data_fingerprint": plan.data_fingerprint,
             }
             curve = evaluation.position_accuracy
             curves = {"position_accuracy": curve} if curve is not None else {}

@@ -1,9 +1,11 @@
 """Image suites as feature suites: images decoded in parallel, encoded in batches, and the features cached in HDF5.
 
 A cache entry holds the features of one (suite, split, encoder) — the suite label carries its preset and crop, the
-encoder reference its model and options, a local weights file counts by its content digest — and the fingerprint of
-the data on disk. The entry's file name is a digest of all that, so a change of any part is a different entry. An
-entry whose stored key or checksum does not match (a stale or corrupt file) is rebuilt, never trusted.
+encoder reference its model, weights source (a pretrained tag, ``pretrained=none`` with its seed, or a local file by
+its content digest) and options — and the fingerprint of the data. The entry's file name is a digest of all that, so
+a change of any part is a different entry. The key also records the versions of the libraries the features depend on
+(torch, Pillow, the encoder's library): an entry made with other versions — another transform, another
+initialisation — is reported and rebuilt, as is one whose checksum does not match; neither is ever trusted.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ import numpy as np
 import torch
 
 from gpicl_bench import __version__
-from gpicl_bench.encoders import ENCODERS, Encoder
+from gpicl_bench.encoders import ENCODERS, Encoder, library_versions
+from gpicl_bench.encoders.weights import weights_digest
 from gpicl_bench.errors import UserError
 from gpicl_bench.registry import Ref
 from gpicl_bench.suites.base import SplitData
 from gpicl_bench.suites.images import ImageItem, ImageSplit, ImageSuite
 
 FORMAT_NAME = "gpicl-bench-features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CACHE_VARIABLE = "GPICL_BENCH_CACHE"
 
 log = logging.getLogger(__name__)
@@ -66,30 +69,12 @@ def cache_directory(explicit: str) -> Path:
     return Path(base) / "gpicl-bench"
 
 
-@functools.cache
-def _file_digest(path: Path, size: int, modified: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content, computed once per process for an unchanged file."""
-    stat = path.stat()
-    return _file_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
-
-
 def encoder_key(ref: Ref) -> dict[str, str]:
     """The encoder's options as the cache sees them: a local ``weights`` file by its content digest, not its path."""
     options = dict(ref.options)
     weights = options.pop("weights", "")
     if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise UserError(f"encoder weights file {path} not found")
-        options["weights_sha256"] = file_digest(path)
+        options["weights_sha256"] = weights_digest(weights)
     return {"name": ref.name, **options}
 
 
@@ -105,8 +90,11 @@ class EncodedSuite:
 
     @functools.cached_property
     def _fingerprint(self) -> str:
-        """The data's fingerprint, taken once per suite (it may list every image file)."""
         return self.images.fingerprint()
+
+    def fingerprint(self) -> str:
+        """The data's fingerprint, taken once per suite (it may list every image file)."""
+        return self._fingerprint
 
     def cache_key(self, split: str) -> dict[str, Any]:
         return {
@@ -116,13 +104,17 @@ class EncodedSuite:
             "encoder": encoder_key(self.encoder_ref),
             "data": self._fingerprint,
             "skip_bad_images": self.settings.skip_bad_images,
+            "versions": library_versions(self.encoder_ref),
         }
 
     def cache_path(self, split: str) -> Path:
         return self._path(self.cache_key(split))
 
     def _path(self, key: dict[str, Any]) -> Path:
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        """Named by what the features are of; the library versions stay out of the name, so an entry made with
+        other versions is found, reported and rebuilt in place."""
+        what = {name: value for name, value in key.items() if name != "versions"}
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
         readable = re.sub(r"[^A-Za-z0-9.=-]+", "_", f"{self.label}-{key['split']}").strip("_")[:80]
         return cache_directory(self.settings.cache_dir) / f"{readable}-{digest}.h5"
 
@@ -198,8 +190,13 @@ def read_entry(path: Path, key: dict[str, Any]) -> SplitData | None:
     except (OSError, KeyError, ValueError, TypeError) as error:
         log.warning("feature cache entry %s is unreadable (%s); rebuilding it", path, error)
         return None
-    if stored_key != key or checksum != _checksum(features, labels):
-        log.warning("feature cache entry %s is stale or corrupt; rebuilding it", path)
+    if stored_key != key:
+        changed = sorted(name for name in key.keys() | stored_key.keys() if key.get(name) != stored_key.get(name))
+        made_with = f" (made with {stored_key.get('versions')}, now {key['versions']})" if "versions" in changed else ""
+        log.warning("feature cache entry %s is stale: %s changed%s; rebuilding it", path, ", ".join(changed), made_with)
+        return None
+    if checksum != _checksum(features, labels):
+        log.warning("feature cache entry %s is corrupt (checksum mismatch); rebuilding it", path)
         return None
     return SplitData(torch.from_numpy(features), torch.from_numpy(labels), class_names)
 

@@ -6,7 +6,8 @@ Schema (format ``gpicl-bench-results``, version 1)::
                                   git_commit, torch_version, python_version, created, command
     /groups/<group name>   attrs: suite, learner, way, shot, query, split, seed, episodes, device, device_name,
                                   batch_size, seconds, episodes_per_second, started, finished,
-                                  learner_details (JSON: e.g. a checkpoint and how it was trained)
+                                  learner_details (JSON: e.g. a checkpoint and how it was trained),
+                                  data_fingerprint (the suite's data files, wherever they live; absent in older files)
         episode   int64 [E]    episode numbers (the sampler's counter: same number → same episode)
         correct   int32 [E]    correctly classified queries per episode (out of way × query)
         accuracy  float64 [E]  correct / (way × query)
@@ -37,7 +38,7 @@ from gpicl_bench.errors import UserError
 FORMAT_NAME = "gpicl-bench-results"
 FORMAT_VERSION = 1
 KEY_COLUMNS = ["suite", "learner", "way", "shot", "query"]
-GROUP_COLUMNS = [*KEY_COLUMNS, "split", "seed", "device", "episodes_per_second"]
+GROUP_COLUMNS = [*KEY_COLUMNS, "split", "seed", "device", "episodes_per_second", "data_fingerprint"]
 EPISODE_COLUMNS = ["episode", "correct", "accuracy"]
 
 

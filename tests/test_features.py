@@ -62,7 +62,10 @@ def test_a_different_encoder_or_changed_data_is_a_new_entry(cli, tmp_path: Path,
     other_encoder = open_suite("mini-imagenet", FeatureSettings(encoder="pixels:size=8", data_root=str(data_root)))
     before = suite.suite.cache_path("test")
     assert other_encoder.suite.cache_path("test") != before
-    os.utime(data_root / "mini-imagenet" / "test.csv", ns=(1, 1))  # the index changed: a different dataset state
+    index = data_root / "mini-imagenet" / "test.csv"
+    os.utime(index, ns=(1, 1))  # a copy of the same data, made at another time: the same entry
+    assert open_suite("mini-imagenet", FeatureSettings(data_root=str(data_root))).suite.cache_path("test") == before
+    index.write_text(index.read_text() + "\n")  # the index changed: a different dataset state
     assert open_suite("mini-imagenet", FeatureSettings(data_root=str(data_root))).suite.cache_path("test") != before
 
 
@@ -155,3 +158,20 @@ def test_universal_meta_training_on_two_image_sources(cli, tmp_path: Path) -> No
     assert metadata["data"]["sources"] == ["folder:root=birds [pixels:size=8]", "folder:root=planes [pixels:size=8]"]
     assert metadata["data"]["classes"] == 7 and metadata["data"]["dim"] == 3 * 8 * 8
     assert metadata["model"]["input_dim"] == 192
+
+
+def test_an_entry_made_with_other_library_versions_is_rebuilt_with_a_note(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A library upgrade may change the transform or the initialisation: the old features are not reused."""
+    suite = open_suite("mini-imagenet", FeatureSettings(encoder="pixels:size=8", data_root=str(data_root))).suite
+    suite.load("test")
+    assert suite.cache_key("test")["versions"].keys() == {"torch", "pillow"}
+    monkeypatch.setattr(features, "library_versions", lambda ref: {"torch": "0.0.1", "pillow": "1.0"})
+    encoded = []
+    real_extract = features.extract
+    monkeypatch.setattr(features, "extract", lambda *args: encoded.append(1) or real_extract(*args))
+    with caplog.at_level("WARNING", logger="gpicl_bench"):
+        suite.load("test")
+    assert encoded == [1] and "stale: versions changed (made with" in caplog.text
+    assert features.read_entry(suite.cache_path("test"), suite.cache_key("test")) is not None  # rebuilt in place

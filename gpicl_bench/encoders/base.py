@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -16,10 +17,16 @@ from torch import Tensor, nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+T = TypeVar("T")
+
 
 class Encoder(abc.ABC):
     """A frozen feature extractor. ``identity`` names everything its features depend on (the feature cache keys on
     it): the reference, the weights' digest and the image transform."""
+
+    # Distributions whose versions the features depend on (image decoding, the network, the transform): the feature
+    # cache records them and rebuilds an entry made with other versions.
+    libraries: tuple[str, ...] = ("torch", "pillow")
 
     @abc.abstractmethod
     def prepare(self, image: Image.Image) -> Tensor:
@@ -33,6 +40,20 @@ class Encoder(abc.ABC):
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:
         """What the features depend on: reference, weights digest, transform."""
+
+
+def seeded(seed: int, build: Callable[[], T]) -> T:
+    """Build under a fixed seed without touching the caller's random state: random weights that every process
+    draws alike."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def error_line(error: BaseException) -> str:
+    """A library's exception as one line (its type and first line): errors from other libraries can span pages."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def resize_square(image: Image.Image, size: int) -> Image.Image:

@@ -10,13 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from gpicl_bench.encoders.base import Encoder, resize_square, state_digest, to_normalised_tensor
+from gpicl_bench.encoders.base import Encoder, resize_square, seeded, state_digest, to_normalised_tensor
+from gpicl_bench.encoders.weights import load_strictly
 from gpicl_bench.errors import UserError
 
 
@@ -39,12 +37,11 @@ class Conv4(Encoder):
         if size < 16:
             raise UserError(f"conv4: size must be at least 16 (four 2× poolings), got {size}")
         self.size = size
-        torch.manual_seed(seed)
-        self.module = conv4_network().eval()
+        self.module = seeded(seed, conv4_network).eval()
         self.weights = weights
         self.seed = seed
         if weights:
-            self.module.load_state_dict(_read_state(Path(weights), self.module))
+            load_strictly(self.module, Path(weights).expanduser(), "conv4")
         self.digest = state_digest(self.module)
 
     def prepare(self, image: Image.Image) -> Tensor:
@@ -55,20 +52,3 @@ class Conv4(Encoder):
 
     def identity(self) -> dict[str, Any]:
         return {"encoder": "conv4", "size": self.size, "weights_sha256": self.digest}
-
-
-def _read_state(path: Path, module: nn.Module) -> dict[str, Tensor]:
-    """A safetensors state dict that matches ``module`` exactly; anything else is a user error."""
-    if not path.is_file():
-        raise UserError(f"conv4 weights {path} not found")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"conv4 weights {path} are corrupt or unreadable: {error}") from None
-    expected = module.state_dict()
-    mismatched = sorted(set(expected) ^ set(tensors)) + [
-        name for name in expected if name in tensors and tensors[name].shape != expected[name].shape
-    ]
-    if mismatched:
-        raise UserError(f"conv4 weights {path} do not match the conv4 network (e.g. {', '.join(mismatched[:3])})")
-    return tensors

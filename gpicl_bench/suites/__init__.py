@@ -7,10 +7,12 @@ results, so projected and plain evaluations never mix.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpicl_bench.encoders import encoder_ref
+from gpicl_bench.encoders import encoder_label, encoder_ref
 from gpicl_bench.registry import Ref, Registry, coerce_option
 from gpicl_bench.suites.base import SplitData, Suite
 from gpicl_bench.suites.digits import Digits
@@ -51,16 +53,34 @@ __all__ = ["SUITES", "OpenSuite", "SplitData", "Suite", "open_suite"]
 
 @dataclass(frozen=True)
 class OpenSuite:
-    """A suite built from a reference: its canonical label (names results), the suite, and whether to project."""
+    """A suite built from a reference: its canonical label (names results), the suite, whether to project, and the
+    fingerprint of its data files ("" for embedded data), which results record beside the label."""
 
     label: str
     suite: Suite
     project: bool
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Taken on first use: it may read index files or list every image."""
+        take = getattr(self.suite, "fingerprint", None)
+        return take() if take is not None else ""
+
 
 def is_image_suite(name: str) -> bool:
     """Whether a registered suite holds images (it needs an encoder and a data root) rather than feature vectors."""
     return hasattr(SUITES.entry(name).factory, "images")
+
+
+def portable_label(ref: Ref) -> Ref:
+    """The reference as results name it, free of machine paths: a suite with its own folder name under the data root
+    is named by that alone, and a generic one (``folder``, ``idx``) by the last component of its ``root``. The data
+    fingerprint, stored beside the label, tells different data under one name apart."""
+    options = dict(ref.options)
+    root = options.pop("root", "")
+    if root and not getattr(SUITES.entry(ref.name).factory, "default_dir", ""):
+        options["root"] = Path(root).name
+    return Ref(ref.name, options)
 
 
 def open_suite(text: str, settings: FeatureSettings | None = None) -> OpenSuite:
@@ -70,7 +90,8 @@ def open_suite(text: str, settings: FeatureSettings | None = None) -> OpenSuite:
     options = dict(ref.options)
     project = coerce_option(options.pop("project", "false"), bool, f"option 'project' of suite {ref.name!r}")
     inner = SUITES.canonical(Ref(ref.name, options))
-    label = str(Ref(inner.name, {**inner.options, "project": "true"})) if project else str(inner)
+    named = portable_label(inner)
+    label = str(Ref(named.name, {**named.options, "project": "true"})) if project else str(named)
     if not is_image_suite(inner.name):
         return OpenSuite(label=label, suite=SUITES.build(inner), project=project)
 
@@ -81,5 +102,5 @@ def open_suite(text: str, settings: FeatureSettings | None = None) -> OpenSuite:
     factory = SUITES.entry(inner.name).factory
     root = resolve_root(inner.name, inner.options.get("root"), data_root(settings.data_root), factory.default_dir)
     images = SUITES.build(Ref(inner.name, {**inner.options, "root": str(root)}))
-    label = f"{label} [{encoder}]"
+    label = f"{label} [{encoder_label(encoder)}]"
     return OpenSuite(label=label, suite=EncodedSuite(label, images, encoder, settings), project=project)

@@ -197,7 +197,7 @@ class CUB(_Files):
         return self._assemble(split, [(classes[cid], items) for cid, items in members.items()])
 
     def fingerprint(self) -> str:
-        return fingerprint_files(self.root / file for file in self.index_files)
+        return fingerprint_files(self.root, (self.root / file for file in self.index_files))
 
 
 class _WithoutBanner(ImageItem):
@@ -254,7 +254,7 @@ class Aircraft(_Files):
         return self._assemble(split, list(members.items()))
 
     def fingerprint(self) -> str:
-        return fingerprint_files(self.root / file for file in self.index_files)
+        return fingerprint_files(self.root, (self.root / file for file in self.index_files))
 
 
 class ChestX(_Files):
@@ -294,7 +294,7 @@ class ChestX(_Files):
         return self._assemble(split, list(members.items()))
 
     def fingerprint(self) -> str:
-        return fingerprint_files([self.root / self.index_file])
+        return fingerprint_files(self.root, [self.root / self.index_file])
 
 
 def _parse_fractions(text: str) -> tuple[float, ...]:
@@ -376,4 +376,5 @@ class Folder(_Files):
 
     def fingerprint(self) -> str:
         bases = [self.root / s for s in self.splits] if self.prepared else [self.root]
-        return fingerprint_files(f for base in bases for _, files in self._classes(base) for f in files)
+        files = (f for base in bases for _, files in self._classes(base) for f in files)
+        return fingerprint_files(self.root, files, contents=False)  # the listing is its index

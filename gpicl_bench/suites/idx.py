@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from gpicl_bench.errors import UserError
 from gpicl_bench.suites.base import SplitData, split_by_class, standardised_split
+from gpicl_bench.suites.images import fingerprint_files
 
 TRAIN_FRACTIONS = {"train": 0.9, "val": 0.1}
 SPLIT_SEED = 20221209
@@ -87,6 +88,11 @@ class IDX:
         if resize < 0:
             raise UserError(f"resize must be a positive size (or 0 to keep the size), got {resize}")
         self.root, self.prefix, self.resize, self.transpose = Path(root), prefix, resize, transpose
+
+    def fingerprint(self) -> str:
+        """The IDX files' digest (:func:`fingerprint_files`), the same wherever they live."""
+        parts = [f"{self.prefix}{part}-{kind}" for part in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
+        return fingerprint_files(self.root, (self.root / f"{name}-ubyte{gz}" for name in parts for gz in ("", ".gz")))
 
     def load(self, split: str) -> SplitData:
         images, labels, rows = _load(self.root.resolve(), self.prefix, self.resize, self.transpose)

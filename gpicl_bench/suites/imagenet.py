@@ -131,7 +131,7 @@ class MiniImageNet(_ImageNetSuite):
 
     def fingerprint(self) -> str:
         """Digest of the split files (CSVs or pickles) of the layout found."""
-        return fingerprint_files(path for paths in self._files.values() for path in paths)
+        return fingerprint_files(self.root, (path for paths in self._files.values() for path in paths))
 
     def _read(self, split: str) -> ImageSplit:
         path = next((path for path in self._files[split] if path.is_file()), None)
@@ -203,7 +203,7 @@ class TieredImageNet(_ImageNetSuite):
     def fingerprint(self) -> str:
         """Digest of every split's image and label files."""
         kinds = ("images_png.pkl", "images.npz", "labels.pkl")
-        return fingerprint_files(self.root / f"{split}_{kind}" for split in self.splits for kind in kinds)
+        return fingerprint_files(self.root, (self.root / f"{split}_{kind}" for split in self.splits for kind in kinds))
 
     def _read(self, split: str) -> ImageSplit:
         labels_path = self.root / f"{split}_labels.pkl"

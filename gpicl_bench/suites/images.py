@@ -78,8 +78,8 @@ class ImageSuite(Protocol):
         ...
 
     def fingerprint(self) -> str:
-        """A cheap digest of the data's identity (index files' names, sizes and times); the feature cache is
-        rebuilt when it changes. Must not decode images or load large files."""
+        """A digest of the data's identity that is the same wherever the data lives (:func:`fingerprint_files` of
+        its index files); results record it and the feature cache keys on it. Must not decode images."""
         ...
 
 
@@ -113,13 +113,37 @@ def missing_layout(suite: str, root: Path, problem: str, layout: str) -> UserErr
     return UserError(f"{suite} data at {root}: {problem}; expected layout: {layout}")
 
 
-def fingerprint_files(paths: Iterable[Path]) -> str:
-    """Digest of the paths' names, sizes and modification times (missing files count as such)."""
+# Files up to this size are fingerprinted by their whole content (index files: CSV, text lists, label pickles);
+# larger ones (image arrays, pickled images) by their size and their first and last mebibyte.
+WHOLE_CONTENT_BYTES = 64 << 20
+_SAMPLE_BYTES = 1 << 20
+
+
+def fingerprint_files(root: Path, paths: Iterable[Path], contents: bool = True) -> str:
+    """A digest of the data that does not depend on where it lives: each path relative to ``root``, its size and
+    (with ``contents``) its content — whole for index files, sampled for large arrays. Modification times and the
+    machine's paths stay out, so two copies of a dataset get the same fingerprint; a missing file counts as such."""
     digest = hashlib.sha256()
     for path in sorted(paths):
+        name = path.relative_to(root).as_posix()
         try:
-            stat = path.stat()
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            size = path.stat().st_size
+            digest.update(f"{name}\0{size}\n".encode())
+            if contents:
+                digest.update(_content_digest(path, size))
         except OSError:
-            digest.update(f"{path}\0missing\n".encode())
+            digest.update(f"{name}\0missing\n".encode())
     return digest.hexdigest()
+
+
+def _content_digest(path: Path, size: int) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        if size <= WHOLE_CONTENT_BYTES:
+            for block in iter(lambda: file.read(_SAMPLE_BYTES), b""):
+                digest.update(block)
+        else:
+            digest.update(file.read(_SAMPLE_BYTES))
+            file.seek(-_SAMPLE_BYTES, os.SEEK_END)
+            digest.update(file.read(_SAMPLE_BYTES))
+    return digest.digest()

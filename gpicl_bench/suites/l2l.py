@@ -91,4 +91,4 @@ class L2LVision:
         return ImageSplit(items, np.searchsorted(classes, labels), tuple(str(c) for c in classes))
 
     def fingerprint(self) -> str:
-        return fingerprint_files(path for path in self.root.iterdir() if path.is_file())
+        return fingerprint_files(self.root, (path for path in self.root.iterdir() if path.is_file()))

@@ -1,9 +1,10 @@
 """Meta-training of sequence learners on GPICL's task distribution, and the checkpoint it produces.
 
-The loop: a batch of task sequences from :mod:`gpicl_bench.tasks`, cross-entropy at every position over the task's
-``way`` classes, Adam with linear warm-up and gradient-norm clipping. Every ``eval_every`` steps, and at the end, the
+The loop: a batch of task sequences from :mod:`gpicl_bench.tasks` (the source suites and synthetic families, in the
+shares the ``mix_*`` knobs set), read through the model's input rule, cross-entropy at every position over the
+task's classes, Adam with linear warm-up and gradient-norm clipping. Every ``eval_every`` steps, and at the end, the
 model is evaluated as a few-shot learner on the source's ``val`` split with randomly projected episodes — projections
-from the evaluation stream, which training never sees.
+from the evaluation stream, which training never sees — and, with a state file, the run is saved for ``--resume``.
 """
 
 from __future__ import annotations
@@ -63,8 +64,7 @@ def knob(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class TrainingOptions:
     """Every knob of meta-training. The defaults leave the loss plateau reliably; the shipped checkpoint's recipe
-    (benchmarks/gpicl-digits-train.toml) is these with shorter sequences, a wider model, more steps and float16
-    storage."""
+    (benchmarks/gpicl-mixed-train.toml) is these with a wider model, more steps and float16 storage."""
 
     source: str = knob(
         "digits",
@@ -83,16 +83,16 @@ class TrainingOptions:
         "how inputs reach the model, from each episode's support: parts of centre+basis+scale, or standardise",
     )
     max_classes: int = knob(10, "label outputs of the model; N-way episodes use the first N")
-    way: int = knob(5, "classes per meta-training task (the most, with min_way)")
+    way: int = knob(10, "classes per meta-training task (the most, with min_way)")
     min_way: int = knob(2, "if set, each task's class count is uniform in [min_way, way] (0 = always way)")
-    sequence_length: int = knob(40, "examples per meta-training sequence (L; the most, with min_length)")
-    min_length: int = knob(0, "if set, each step's sequences have a length uniform in [min_length, sequence_length]")
-    queries: int = knob(0, "query slots after each sequence, each read like an episode's query (sees the L examples)")
-    balanced: float = knob(0.0, "share of sequences with equal class counts in a random order (like a support set)")
-    mix_suite: float = knob(1.0, "share of each batch drawn from the source suites (projected when project is set)")
-    mix_gaussian: float = knob(0.0, "share of synthetic Gaussian-mixture tasks (random subspaces, spectra, separation)")
-    mix_nonlinear: float = knob(0.0, "share of synthetic tasks: clustered latents through a random tanh network")
-    mix_fields: float = knob(0.0, "share of synthetic tasks: smooth random image-like fields, some squashed to strokes")
+    sequence_length: int = knob(60, "examples per meta-training sequence (L; the most, with min_length)")
+    min_length: int = knob(2, "if set, each step's sequences have a length uniform in [min_length, sequence_length]")
+    queries: int = knob(10, "query slots after each sequence, each read like an episode's query (sees the L examples)")
+    balanced: float = knob(0.5, "share of sequences with equal class counts in a random order (like a support set)")
+    mix_suite: float = knob(0.4, "share of each batch drawn from the source suites (projected when project is set)")
+    mix_gaussian: float = knob(0.2, "share of synthetic Gaussian-mixture tasks (random subspaces, spectra, separation)")
+    mix_nonlinear: float = knob(0.2, "share of synthetic tasks: clustered latents through a random tanh network")
+    mix_fields: float = knob(0.2, "share of synthetic tasks: smooth random image-like fields, some squashed to strokes")
     tasks: int = knob(0, "number of distinct tasks: 0 = fresh tasks every step, else a finite pool (e.g. 2**13)")
     bias_fraction: float = knob(0.0, "share of every batch that uses one fixed label permutation (curriculum)")
     copy_fraction: float = knob(0.25, "share of every batch whose tasks repeat one fixed image per class")

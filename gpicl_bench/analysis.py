@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gpicl_bench.errors import UserError
 from gpicl_bench.results import load
 from gpicl_bench.stats import PairedTest, holm, mean_interval, paired_difference
 
@@ -36,13 +37,17 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_many(paths: list[Path]) -> pd.DataFrame:
-    """Per-episode rows of several files; a learner found in more than one file is named with its file."""
+    """Per-episode rows of several files (a file named twice is read once); a learner found in more than one file
+    is named with its file. Files without any finished group leave nothing to compare: a user error."""
+    paths = list({Path(path).resolve(): Path(path) for path in paths}.values())
     frames = []
     for path in paths:
         frame = load(path)
         frame.insert(0, "source", str(path))
         frames.append(frame)
     combined = pd.concat(frames, ignore_index=True)
+    if combined.empty:
+        raise UserError(f"nothing to compare: {', '.join(map(str, paths))} hold(s) no finished group")
     sources = combined.groupby([*SETTING, "learner"])["source"].transform("nunique")
     if (sources > 1).any():
         stems = {p: Path(p).stem for p in map(str, paths)}

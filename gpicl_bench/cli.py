@@ -19,7 +19,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gpicl_bench import __version__, analysis, atomic, batching, distributed, engine, plots, reference, report, training
+from gpicl_bench import (
+    __version__,
+    analysis,
+    atomic,
+    batching,
+    checkpoints,
+    distributed,
+    engine,
+    plots,
+    reference,
+    report,
+    training,
+)
 from gpicl_bench.encoders import ENCODERS
 from gpicl_bench.errors import UserError
 from gpicl_bench.features import EncodedSuite, EncodeProgress, FeatureSettings
@@ -272,18 +284,19 @@ def _train(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Checkpoint path (NAME.safetensors + NAME.json); default: "
+            help="Checkpoint file (NAME.safetensors, weights and config together); default: "
             "results/checkpoints/<kind>-<timestamp>.safetensors."
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --out.")] = False,
     **knobs: object,
 ) -> None:
     """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint (several
     processes: torchrun, DistributedDataParallel)."""
     with distributed.processes(engine.resolve_device(device)) as (ranks, torch_device):
-        _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs)
+        _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, force, knobs)
 
 
 def _train_on(
@@ -292,6 +305,7 @@ def _train_on(
     spec_path: Path | None,
     out: Path | None,
     quiet: bool,
+    force: bool,
     knobs: dict[str, Any],
 ) -> None:
     values = read_toml(spec_path) if spec_path is not None else {}
@@ -314,8 +328,17 @@ def _train_on(
         progress.update(task, completed=entry.step, info=f"loss {entry.loss:.3f} · held-out {held_out}")
 
     with progress:
-        path = training.train_to_checkpoint(options, torch_device, target, on_log if ranks.is_main else None, ranks)
+        path = training.train_to_checkpoint(
+            options, torch_device, target, on_log if ranks.is_main else None, ranks, force
+        )
     if ranks.is_main:
+        if checkpoints.read_metadata(path)["metrics"]["plateau_exit_step"] is None:
+            stderr.print(
+                "warning: the training loss never left its plateau (chance level): this checkpoint predicts at "
+                "about chance; train for more steps or a longer --time-budget",
+                markup=False,
+                highlight=False,
+            )
         stdout.print(f"checkpoint: {path}", markup=False, highlight=False)
 
 

@@ -29,7 +29,6 @@ from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import Evaluation, evaluate_group
 from gpicl_bench.features import EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
-from gpicl_bench.registry import Ref
 from gpicl_bench.results import GroupKey, ResultsFile
 from gpicl_bench.spec import Spec, spec_from_dict
 from gpicl_bench.suites import SplitData, open_suite
@@ -145,8 +144,8 @@ def _plan(spec: Spec, done: set[GroupKey], settings: FeatureSettings) -> list[_P
 def check(spec: Spec, settings: FeatureSettings) -> None:
     """Raise the user error that running ``spec`` would meet (unknown names, missing data, impossible shapes);
     image suites are encoded here (or read from the cache), so the run itself starts at once."""
-    for label in spec.learner_labels():
-        LEARNERS.build(Ref.parse(label))
+    for ref in spec.learner_refs().values():
+        LEARNERS.build(ref)
     _plan(spec, set(), settings)
 
 
@@ -165,7 +164,7 @@ def run(
     ``results``, writes the group: the file is the one a single process writes.
     """
     settings = settings or feature_settings(spec, device)
-    learners = {label: LEARNERS.build(Ref.parse(label)) for label in spec.learner_labels()}
+    learners = {label: LEARNERS.build(ref) for label, ref in spec.learner_refs().items()}
     done = distributed.broadcast(ranks, results.group_keys() if results is not None else set())
     shard = ranks.shard(spec.episodes)
     outcomes = []

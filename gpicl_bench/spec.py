@@ -16,7 +16,7 @@ from typing import Any
 
 from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.learners.registry import learner_label
 from gpicl_bench.registry import Ref
 
 if sys.version_info >= (3, 11):
@@ -64,10 +64,17 @@ class Spec:
                 for query in self.queries:
                     yield EpisodeShape(way, shot, query)
 
+    def learner_refs(self) -> dict[str, Ref]:
+        """Each learner's label in results (see :func:`learner_label`) and the reference that builds it, in spec
+        order; references that name the same learner are one."""
+        refs: dict[str, Ref] = {}
+        for text in self.learners:
+            ref = Ref.parse(text)
+            refs.setdefault(learner_label(ref), ref)
+        return refs
+
     def learner_labels(self) -> list[str]:
-        """Canonical learner labels (checked against the registry), in spec order, without duplicates."""
-        labels = [str(LEARNERS.canonical(Ref.parse(text))) for text in self.learners]
-        return list(dict.fromkeys(labels))
+        return list(self.learner_refs())
 
     def replace(self, **changes: Any) -> Spec:
         """A copy with the given fields changed; ``None`` values and empty sequences leave a field as it is."""

@@ -172,8 +172,14 @@ def _drop_attr(group: h5py.Group) -> None:
         (_set_attr("way", "five"), "attribute 'way' is 'five', not a whole number"),
         (_set_attr("shot", 0), "attribute 'shot' is 0, not a positive count"),
         (_set_attr("episodes_per_second", "fast"), "attribute 'episodes_per_second' is 'fast', not a number"),
-        (_replace_dataset("correct", np.arange(3)), "datasets episode, correct, accuracy have different lengths [3, 4]"),
-        (_replace_dataset("accuracy", np.array([b"a", b"b", b"c", b"d"])), "dataset 'accuracy' is missing or not a list of numbers"),
+        (
+            _replace_dataset("correct", np.arange(3)),
+            "datasets episode, correct, accuracy have different lengths [3, 4]",
+        ),
+        (
+            _replace_dataset("accuracy", np.array([b"a", b"b", b"c", b"d"])),
+            "dataset 'accuracy' is missing or not a list of numbers",
+        ),
         (lambda group: group.__delitem__("episode"), "dataset 'episode' is missing"),
     ],
 )

@@ -131,8 +131,11 @@ def _plan(spec: Spec, done: set[GroupKey], settings: FeatureSettings) -> list[_P
     """Open every suite and build every sampler first, so that bad input fails before any episode runs."""
     learners = spec.learner_labels()
     plans = []
-    for suite_text in dict.fromkeys(spec.suites):
+    opened = {}
+    for suite_text in spec.suites:
         suite = open_suite(suite_text, settings)
+        opened.setdefault(suite.label, suite)  # two spellings of one suite are one suite
+    for suite in opened.values():
         data = suite.suite.load(spec.split)
         for shape in spec.shapes():
             sampler = EpisodeSampler(data.labels, shape, spec.seed, where=f"split {spec.split!r} of {suite.label!r}")

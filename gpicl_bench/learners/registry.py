@@ -26,7 +26,6 @@ _register("lstm", "LSTM in-context learner with GPICL's tokens: checkpoint=PATH 
 )
 
 
-
 def learner_label(ref: Ref) -> str:
     """A learner's name in results: its canonical reference, with a checkpoint path replaced by the checkpoint's
     identity (stem and weights digest), so that results hold no machine paths and the same weights, however and

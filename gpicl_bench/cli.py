@@ -176,6 +176,15 @@ def _run(
         if resume is None:
             with progress:
                 engine.check(spec, settings)  # bad input fails (and images are encoded) before any file is written
+            groups, size = engine.workload(spec)
+            if ranks.is_main and groups * spec.episodes >= engine.LONG_RUN_EPISODES:
+                stderr.print(
+                    f"a long run: {groups} groups of {spec.episodes:,} episodes ({groups * spec.episodes:,} in all, "
+                    f"results about {size / 1e6:,.0f} MB); each group is saved when it finishes, and its bar shows "
+                    "the time it has left",
+                    markup=False,
+                    highlight=False,
+                )
             results = distributed.on_main(ranks, lambda: ResultsFile.create(path, engine.run_attributes(spec)))
         _evaluate(spec, results, ranks, device, batch_size, settings, progress)
     finally:

@@ -34,6 +34,8 @@ from gpicl_bench.spec import Spec, spec_from_dict
 from gpicl_bench.suites import SplitData, open_suite
 
 DEFAULT_BATCH_SIZE = 500
+BYTES_PER_EPISODE = 8 + 4 + 8  # episode int64, correct int32, accuracy float64
+LONG_RUN_EPISODES = 1_000_000  # runs this long say up front what they will cost
 SINGLE_PROCESS = Ranks()
 
 # Called after each batch with (group, episodes done in the group, episodes in the group).
@@ -142,6 +144,12 @@ def _plan(spec: Spec, done: set[GroupKey], settings: FeatureSettings) -> list[_P
             keys = [GroupKey(suite.label, label, shape.way, shape.shot, shape.query) for label in learners]
             plans.append(_Plan([k for k in keys if k not in done], suite.project, data, sampler))
     return [plan for plan in plans if plan.keys]
+
+
+def workload(spec: Spec) -> tuple[int, int]:
+    """The groups a spec runs and the bytes their per-episode results take (episode, correct, accuracy)."""
+    groups = len(spec.learner_refs()) * len(spec.suites) * len(list(spec.shapes()))
+    return groups, groups * spec.episodes * BYTES_PER_EPISODE
 
 
 def check(spec: Spec, settings: FeatureSettings) -> None:

@@ -45,6 +45,7 @@ KEY_COLUMNS = ["suite", "learner", "way", "shot", "query"]
 GROUP_COLUMNS = [*KEY_COLUMNS, "split", "seed", "device", "episodes_per_second"]
 EPISODE_COLUMNS = ["episode", "correct", "accuracy"]
 COMPLETE = "complete"
+RESERVE_BYTES = 1 << 20  # room claimed for a group's metadata, beyond twice its data
 # What every group must hold, and of which kind; other attributes are optional.
 REQUIRED_ATTRS: dict[str, tuple[type, ...]] = {
     "suite": (str,),
@@ -241,6 +242,7 @@ class ResultsFile:
             raise ValueError(f"{self.path} is open for reading; use ResultsFile.create or resume to add groups")
         total = key.way * key.query
         try:
+            _reserve(self.path, RESERVE_BYTES + 2 * sum(np.asarray(a).nbytes for a in (episodes, correct, correct)))
             with h5py.File(self.path, "r+") as handle:
                 groups = handle["groups"]
                 if key.name in groups:  # a leftover of an interrupted write of this group
@@ -270,6 +272,19 @@ class ResultsFile:
         if not frames:
             return pd.DataFrame(columns=[*GROUP_COLUMNS, *EPISODE_COLUMNS])
         return pd.concat(frames, ignore_index=True)
+
+
+def _reserve(path: Path, size: int) -> None:
+    """Claim ``size`` bytes of disk beyond the end of the file before HDF5 writes there, so that a full disk is met
+    here, with the file untouched, rather than halfway through HDF5's own writes; HDF5 cuts what it leaves unused
+    when it closes the file."""
+    with open(path, "rb+") as handle:
+        end = os.fstat(handle.fileno()).st_size
+        try:
+            os.posix_fallocate(handle.fileno(), end, size)
+        except OSError:
+            handle.truncate(end)
+            raise
 
 
 @contextlib.contextmanager

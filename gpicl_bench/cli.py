@@ -226,11 +226,6 @@ def _evaluate(
                 highlight=False,
             )
         raise typer.Exit(130) from None
-    if results is None:
-        return
-    for table in report.summary_tables(analysis.summarise(load(results.path))):
-        stdout.print(report.to_rich(table))
-    stdout.print(f"results: {results.path}", markup=False, highlight=False)
 
 
 @app.command()

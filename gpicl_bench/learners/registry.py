@@ -29,9 +29,9 @@ _register("lstm", "LSTM in-context learner with GPICL's tokens: checkpoint=PATH 
 def learner_label(ref: Ref) -> str:
     """A learner's name in results: its canonical reference, with a checkpoint path replaced by the checkpoint's
     identity (stem and weights digest), so that results hold no machine paths and the same weights, however and
-    wherever they are named, are one learner."""
+    wherever they are named, are one learner. A missing checkpoint keeps its path: building the learner reports it."""
     canonical = LEARNERS.canonical(ref)
-    if "checkpoint" in canonical.options:
+    if "checkpoint" in canonical.options and checkpoints.paths(canonical.options["checkpoint"])[0].is_file():
         canonical.options["checkpoint"] = checkpoints.identity(canonical.options["checkpoint"])
     return str(canonical)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gpicl_bench.errors import UserError
 from gpicl_bench.results import load
 from gpicl_bench.stats import PairedTest, holm, mean_interval, noninferiority_p, paired_difference
 
@@ -39,13 +40,17 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_many(paths: list[Path]) -> pd.DataFrame:
-    """Per-episode rows of several files; a learner found in more than one file is named with its file."""
+    """Per-episode rows of several files (a file named twice is read once); a learner found in more than one file
+    is named with its file. Files without any finished group leave nothing to compare: a user error."""
+    paths = list({Path(path).resolve(): Path(path) for path in paths}.values())
     frames = []
     for path in paths:
         frame = load(path)
         frame.insert(0, "source", str(path))
         frames.append(frame)
     combined = pd.concat(frames, ignore_index=True)
+    if combined.empty:
+        raise UserError(f"nothing to compare: {', '.join(map(str, paths))} hold(s) no finished group")
     for suite in suites_on_different_data(combined):
         log.warning("results labelled %r come from different data (their data fingerprints differ)", suite)
     sources = combined.groupby([*SETTING, "learner"])["source"].transform("nunique")

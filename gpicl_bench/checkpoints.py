@@ -1,28 +1,35 @@
-"""Checkpoints of sequence learners: safetensors weights beside a JSON config. Loading never unpickles.
+"""Checkpoints of sequence learners: one safetensors file holding the weights and their config. Loading never
+unpickles.
 
-``NAME.safetensors`` holds the weights; ``NAME.json`` holds the format tag, the architecture (``model``), and what
-produced it (training options, data, seed, steps, final metrics, package version).
+``NAME.safetensors`` holds the weights and, in its metadata (key ``gpicl_bench``), a JSON config: the format tag, the
+architecture (``model``), what produced it (training options, data, seed, steps, final metrics, package version) and
+the SHA-256 digest of the weights it was written with (``weights_sha256``). The file is written to a temporary and
+renamed, so weights and config land together or not at all, and loading checks the digest. Format 1 checkpoints
+(weights in ``NAME.safetensors`` beside the config in ``NAME.json``, as the shipped one) still load.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from gpicl_bench import __version__
+from gpicl_bench import __version__, atomic
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.gpicl import GPICLTransformer
 from gpicl_bench.learners.lstm import LSTMLearner
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel
 
 FORMAT_NAME = "gpicl-bench-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+METADATA_KEY = "gpicl_bench"
 MODEL_KINDS: dict[str, type[SequenceModel]] = {"transformer": GPICLTransformer, "lstm": LSTMLearner}
 SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "gpicl-digits.safetensors"
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -54,45 +61,106 @@ def round_to_storage(model: SequenceModel, dtype: str) -> None:
             tensor.copy_(_as_stored(tensor, dtype))
 
 
+def check_target(path: str | Path, force: bool) -> None:
+    """Refuse, before training, a checkpoint path that exists (unless ``force``) or cannot be written."""
+    weights, config = paths(path)
+    existing = [p for p in (weights, config) if p.exists()]
+    if existing and not force:
+        raise UserError(f"checkpoint {existing[0]} already exists; pass --force to replace it, or choose another --out")
+    atomic.check_writable(weights, "checkpoint")
+
+
+def weights_digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 over every tensor's name, type, shape and bytes, in name order: what ties a config to its weights."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save(path: str | Path, model: SequenceModel, metadata: dict[str, Any], dtype: str = "float32") -> Path:
     """Write weights (floating tensors stored as ``dtype``, one of WEIGHT_DTYPES; loading casts them back to the
-    model's float32) and config; returns the weights path."""
-    weights, config = paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
+    model's float32) and config in one file, atomically; returns its path. A format 1 config beside it is removed
+    after the new file is in place (the new file's own config takes precedence meanwhile)."""
+    weights, old_config = paths(path)
     tensors = {
         name: _as_stored(tensor.detach(), dtype).to("cpu").contiguous() for name, tensor in model.state_dict().items()
     }
-    save_file(tensors, str(weights))
     document = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
         "model": model.config.to_dict(),
         **metadata,
+        "weights_sha256": weights_digest(tensors),
     }
-    config.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with atomic.replacing(weights) as temporary:
+        save_file(tensors, str(temporary), metadata={METADATA_KEY: json.dumps(document, sort_keys=True)})
+    old_config.unlink(missing_ok=True)
     return weights
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The JSON config of a checkpoint, checked to be one."""
-    _, config = paths(path)
-    if not config.is_file():
-        raise UserError(f"checkpoint config {config} not found (a checkpoint is NAME.safetensors + NAME.json)")
+def _embedded_config(weights: Path) -> str | None:
+    """The config JSON inside a format 2 checkpoint, or None for a format 1 file (weights only)."""
     try:
-        document = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"checkpoint config {config} is not readable JSON: {error}") from None
+        with safe_open(str(weights), framework="pt") as handle:
+            return (handle.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"checkpoint {weights} is corrupt or unreadable: {error}") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The config of a checkpoint (inside its file, or for format 1 in NAME.json beside it), checked to be one."""
+    weights, config = paths(path)
+    if weights.is_file() and (embedded := _embedded_config(weights)) is not None:
+        where, text = weights, embedded
+    elif not config.is_file():
+        raise UserError(f"checkpoint {weights} not found (or, for an old checkpoint, its config {config.name})")
+    else:
+        try:
+            where, text = config, config.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"checkpoint config {config} is not readable: {error}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"checkpoint config in {where} is not readable JSON: {error}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
-        raise UserError(f"{config} is not a gpicl-bench checkpoint config")
-    if document.get("format_version", 0) > FORMAT_VERSION:
-        raise UserError(
-            f"{config} has checkpoint format {document['format_version']}; this gpicl-bench reads up "
-            f"to {FORMAT_VERSION}"
-        )
+        raise UserError(f"{where} is not a gpicl-bench checkpoint")
+    version = document.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{where} has checkpoint format {version}; this gpicl-bench reads up to {FORMAT_VERSION}")
     if not isinstance(document.get("model"), dict):
-        raise UserError(f"{config} has no model settings")
+        raise UserError(f"{where} has no model settings")
     return document
+
+
+def _load_tensors(weights: Path, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    if not weights.is_file():
+        raise UserError(f"checkpoint weights {weights} not found")
+    try:
+        return load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"checkpoint weights {weights} are corrupt or unreadable: {error}") from None
+
+
+def identity(path: str | Path) -> str:
+    """A checkpoint's name in results: its file stem and the first 10 hex digits of its weights' digest, so the
+    same weights get the same name wherever they live and however the path is spelled."""
+    weights, _ = paths(path)
+    if not weights.is_file():
+        raise UserError(f"checkpoint weights {weights} not found")
+    status = weights.stat()
+    return f"{weights.stem}@{_digest_of_file(weights.resolve(), status.st_size, status.st_mtime_ns)[:10]}"
+
+
+@functools.cache
+def _digest_of_file(weights: Path, size: int, modified: int) -> str:
+    """The weights' digest: recorded in a format 2 file (checked when it loads), computed for a format 1 file."""
+    recorded = read_metadata(weights).get("weights_sha256")
+    return recorded if isinstance(recorded, str) else weights_digest(_load_tensors(weights))
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> tuple[SequenceModel, dict[str, Any]]:
@@ -103,12 +171,10 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> tuple[Sequence
         model = build_model(SequenceConfig.from_dict(metadata["model"]))
     except TypeError as error:
         raise UserError(f"checkpoint {weights.stem}: bad model settings: {error}") from None
-    if not weights.is_file():
-        raise UserError(f"checkpoint weights {weights} not found")
-    try:
-        tensors = load_file(str(weights), device=str(device))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"checkpoint weights {weights} are corrupt or unreadable: {error}") from None
+    tensors = _load_tensors(weights, device)
+    recorded = metadata.get("weights_sha256")
+    if recorded is not None and recorded != weights_digest(tensors):
+        raise UserError(f"checkpoint {weights} is damaged: its weights are not the ones its config was written with")
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     wrong = [n for n in expected if n in tensors and tensors[n].shape != expected[n].shape]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import inspect
+import io
 import logging
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,7 +19,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gpicl_bench import __version__, analysis, batching, distributed, engine, plots, reference, report, training
+from gpicl_bench import (
+    __version__,
+    analysis,
+    atomic,
+    batching,
+    checkpoints,
+    distributed,
+    engine,
+    plots,
+    reference,
+    report,
+    training,
+)
 from gpicl_bench.encoders import ENCODERS
 from gpicl_bench.errors import UserError
 from gpicl_bench.features import EncodedSuite, EncodeProgress, FeatureSettings
@@ -55,14 +69,21 @@ class TestKind(str, Enum):
     wilcoxon = "wilcoxon"
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        stdout.print(f"gpicl-bench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show a full traceback on errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show a full traceback on errors (anywhere on the command line).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
 ) -> None:
-    if version:
-        stdout.print(f"gpicl-bench {__version__}")
-        raise typer.Exit()
     handler = logging.StreamHandler(sys.stderr)  # e.g. progress of learners meta-trained during a run
     handler.setFormatter(logging.Formatter("%(message)s"))
     package_log = logging.getLogger("gpicl_bench")
@@ -140,20 +161,55 @@ def _run(
 ) -> None:
     """The run command on one process (``spec`` None: resume ``resume``): rank 0 owns the results file and the
     output, every rank evaluates."""
-    if spec is None:
-        results = distributed.on_main(ranks, lambda: ResultsFile.open(resume))
-        spec = distributed.broadcast(ranks, engine.spec_for_resume(results) if results is not None else None)
-    progress = _progress(quiet)
-    settings = engine.feature_settings(spec, device, _encode_progress(progress), skip_bad_images)
-    if resume is None:
-        spec, notes = engine.with_available_suites(spec, settings)
-        for note in notes:
-            stderr.print(note, markup=False, highlight=False, soft_wrap=True)
-        with progress:
-            engine.check(spec, settings)  # bad input fails (and images are encoded) before any file is written
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = out or Path("results") / f"{spec.name}-{stamp}.h5"
-        results = distributed.on_main(ranks, lambda: ResultsFile.create(path, engine.run_attributes(spec)))
+    results: ResultsFile | None = None
+    try:
+        if spec is None:
+            results = distributed.on_main(ranks, lambda: ResultsFile.resume(resume))
+            spec = distributed.broadcast(ranks, engine.spec_for_resume(results) if results is not None else None)
+        else:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = out or Path("results") / f"{spec.name}-{stamp}.h5"
+            if ranks.is_main:
+                ResultsFile.check_new(path)
+        progress = _progress(quiet)
+        settings = engine.feature_settings(spec, device, _encode_progress(progress), skip_bad_images)
+        if resume is None:
+            spec, notes = engine.with_available_suites(spec, settings)
+            for note in notes:
+                stderr.print(note, markup=False, highlight=False, soft_wrap=True)
+            with progress:
+                engine.check(spec, settings)  # bad input fails (and images are encoded) before any file is written
+            groups, size = engine.workload(spec)
+            if ranks.is_main and groups * spec.episodes >= engine.LONG_RUN_EPISODES:
+                stderr.print(
+                    f"a long run: {groups} groups of {spec.episodes:,} episodes ({groups * spec.episodes:,} in all, "
+                    f"results about {size / 1e6:,.0f} MB); each group is saved when it finishes, and its bar shows "
+                    "the time it has left",
+                    markup=False,
+                    highlight=False,
+                )
+            results = distributed.on_main(ranks, lambda: ResultsFile.create(path, engine.run_attributes(spec)))
+        _evaluate(spec, results, ranks, device, batch_size, settings, progress)
+    finally:
+        if results is not None:
+            results.close()
+    if results is None:
+        return
+    for table in report.summary_tables(analysis.summarise(load(results.path))):
+        stdout.print(report.to_rich(table))
+    stdout.print(f"results: {results.path}", markup=False, highlight=False)
+
+
+def _evaluate(
+    spec: Spec,
+    results: ResultsFile | None,
+    ranks: distributed.Ranks,
+    device: torch.device,
+    batch_size: batching.BatchSize,
+    settings: FeatureSettings,
+    progress: Progress,
+) -> None:
+    """Run the spec's missing groups with a progress bar per group; Ctrl-C says how to complete the file."""
     tasks: dict[GroupKey, int] = {}
 
     def on_progress(key: GroupKey, done: int, total: int) -> None:
@@ -173,11 +229,6 @@ def _run(
                 highlight=False,
             )
         raise typer.Exit(130) from None
-    if results is None:
-        return
-    for table in report.summary_tables(analysis.summarise(load(results.path))):
-        stdout.print(report.to_rich(table))
-    stdout.print(f"results: {results.path}", markup=False, highlight=False)
 
 
 @app.command()
@@ -203,21 +254,27 @@ def compare(
     ] = None,
 ) -> None:
     """Compare learners that saw the same episodes: paired differences, 95% CIs and p-values."""
+    if output is not None:
+        atomic.check_writable(output)
     fraction = None if margin is None else margin / 100
     summary, pairs = analysis.compare(analysis.load_many(files), test.value, fraction)
     published, notes = reference.beside(summary, references) if references else (None, [])
     for note in notes:
         stderr.print(note, markup=False, highlight=False, soft_wrap=True)
+    tables = report.summary_tables(summary, speed=False, published=published) + report.pair_tables(pairs)
     if output_format is OutputFormat.csv:
         text = report.comparison_csv(summary, pairs, published)
-    elif output_format is OutputFormat.rich:
-        console = Console(file=open(output, "w", encoding="utf-8"), width=160) if output else stdout  # noqa: SIM115
-        for table in report.summary_tables(summary, speed=False, published=published) + report.pair_tables(pairs):
-            console.print(report.to_rich(table))
+    elif output_format is OutputFormat.rich and output is None:
+        for table in tables:
+            stdout.print(report.to_rich(table))
         return
+    elif output_format is OutputFormat.rich:
+        console = Console(file=io.StringIO(), width=160)
+        for table in tables:
+            console.print(report.to_rich(table))
+        text = console.file.getvalue()
     else:
         render = report.to_markdown if output_format is OutputFormat.markdown else report.to_latex
-        tables = report.summary_tables(summary, speed=False, published=published) + report.pair_tables(pairs)
         text = "\n".join(render(t) for t in tables)
     _write_text(text, output)
 
@@ -229,6 +286,8 @@ def export_csv(
     per_episode: Annotated[bool, typer.Option(help="One row per episode instead of one per group.")] = False,
 ) -> None:
     """Export results as tidy CSV for pandas, spreadsheets and papers."""
+    if output is not None:
+        atomic.check_writable(output)
     frame = load(file)
     table = frame if per_episode else analysis.summarise(frame)
     _write_text(table.to_csv(index=False), output)
@@ -242,7 +301,7 @@ def _train(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Checkpoint path (NAME.safetensors + NAME.json); default: "
+            help="Checkpoint file (NAME.safetensors, weights and config together); default: "
             "results/checkpoints/<kind>-<timestamp>.safetensors."
         ),
     ] = None,
@@ -255,12 +314,13 @@ def _train(
             "every held-out check and when the time budget ends), with the same options."
         ),
     ] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --out.")] = False,
     **knobs: object,
 ) -> None:
     """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint (several
     processes: torchrun, DistributedDataParallel)."""
     with distributed.processes(engine.resolve_device(device)) as (ranks, torch_device):
-        _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs, resume)
+        _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs, resume, force)
 
 
 def _train_on(
@@ -271,6 +331,7 @@ def _train_on(
     quiet: bool,
     knobs: dict[str, Any],
     resume: bool,
+    force: bool,
 ) -> None:
     values = read_toml(spec_path) if spec_path is not None else {}
     target = out or values.pop("out", None)
@@ -293,8 +354,15 @@ def _train_on(
 
     with progress:
         log = on_log if ranks.is_main else None
-        path = training.train_to_checkpoint(options, torch_device, target, log, ranks, resume)
+        path = training.train_to_checkpoint(options, torch_device, target, log, ranks, resume, force)
     if ranks.is_main:
+        if checkpoints.read_metadata(path)["metrics"]["plateau_exit_step"] is None:
+            stderr.print(
+                "warning: the training loss never left its plateau (chance level): this checkpoint predicts at "
+                "about chance; train for more steps or a longer --time-budget",
+                markup=False,
+                highlight=False,
+            )
         stdout.print(f"checkpoint: {path}", markup=False, highlight=False)
 
 
@@ -445,30 +513,31 @@ def _write_text(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise UserError(f"cannot write {output}: {error.strerror or error}") from None
+    atomic.write_text(output, text)
     stderr.print(f"wrote {output}", markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2; ``--debug`` shows the traceback."""
-    args = sys.argv[1:] if argv is None else argv
+    """Entry point: user errors become one line on stderr and exit code 2; ``--debug``, anywhere on the command
+    line, shows the traceback instead."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    args = [arg for arg in args if arg != "--debug"]
     try:
         code = app(args=args, prog_name="gpicl-bench", standalone_mode=False)
     except UserError as error:
-        if "--debug" in args:
+        if debug:
             raise
         print(f"gpicl-bench: error: {error}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except (typer.Abort, KeyboardInterrupt):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting adds no traceback
         print("gpicl-bench: interrupted", file=sys.stderr)
         sys.exit(130)
     except typer.TyperException as error:  # usage errors: bad option, missing argument, wrong type
-        if "--debug" in args:
+        if debug:
             raise
         print(f"gpicl-bench: error: {error.format_message()}", file=sys.stderr)
         sys.exit(2)

@@ -30,12 +30,13 @@ from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import Evaluation, evaluate_group
 from gpicl_bench.features import EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
-from gpicl_bench.registry import Ref
 from gpicl_bench.results import GroupKey, ResultsFile
 from gpicl_bench.spec import Spec, spec_from_dict
 from gpicl_bench.suites import SplitData, open_suite
 
 DEFAULT_BATCH_SIZE = 500
+BYTES_PER_EPISODE = 8 + 4 + 8  # episode int64, correct int32, accuracy float64
+LONG_RUN_EPISODES = 1_000_000  # runs this long say up front what they will cost
 SINGLE_PROCESS = Ranks()
 
 # Called after each batch with (group, episodes done in the group, episodes in the group).
@@ -134,8 +135,11 @@ def _plan(spec: Spec, done: set[GroupKey], settings: FeatureSettings) -> list[_P
     """Open every suite and build every sampler first, so that bad input fails before any episode runs."""
     learners = spec.learner_labels()
     plans = []
-    for suite_text in dict.fromkeys(spec.suites):
+    opened = {}
+    for suite_text in spec.suites:
         suite = open_suite(suite_text, settings)
+        opened.setdefault(suite.label, suite)  # two spellings of one suite are one suite
+    for suite in opened.values():
         data = suite.suite.load(spec.split)
         for shape in spec.shapes():
             sampler = EpisodeSampler(data.labels, shape, spec.seed, where=f"split {spec.split!r} of {suite.label!r}")
@@ -158,11 +162,17 @@ def with_available_suites(spec: Spec, settings: FeatureSettings) -> tuple[Spec, 
     return dataclasses.replace(spec, suites=spec.suites + tuple(available), optional_suites=()), notes
 
 
+def workload(spec: Spec) -> tuple[int, int]:
+    """The groups a spec runs and the bytes their per-episode results take (episode, correct, accuracy)."""
+    groups = len(spec.learner_refs()) * len(spec.suites) * len(list(spec.shapes()))
+    return groups, groups * spec.episodes * BYTES_PER_EPISODE
+
+
 def check(spec: Spec, settings: FeatureSettings) -> None:
     """Raise the user error that running ``spec`` would meet (unknown names, missing data, impossible shapes);
     image suites are encoded here (or read from the cache), so the run itself starts at once."""
-    for label in spec.learner_labels():
-        LEARNERS.build(Ref.parse(label))
+    for ref in spec.learner_refs().values():
+        LEARNERS.build(ref)
     _plan(spec, set(), settings)
 
 
@@ -181,7 +191,7 @@ def run(
     ``results``, writes the group: the file is the one a single process writes.
     """
     settings = settings or feature_settings(spec, device)
-    learners = {label: LEARNERS.build(Ref.parse(label)) for label in spec.learner_labels()}
+    learners = {label: LEARNERS.build(ref) for label, ref in spec.learner_refs().items()}
     done = distributed.broadcast(ranks, results.group_keys() if results is not None else set())
     shard = ranks.shard(spec.episodes)
     outcomes = []

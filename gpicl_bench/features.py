@@ -60,13 +60,17 @@ class FeatureSettings:
 
 
 def cache_directory(explicit: str) -> Path:
-    """The cache folder: the given one, else ``$GPICL_BENCH_CACHE``, else ``$XDG_CACHE_HOME/gpicl-bench``."""
+    """The cache folder: the given one, else ``$GPICL_BENCH_CACHE``, else ``$XDG_CACHE_HOME/gpicl-bench``; a file in
+    its place is a user error."""
     if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get(CACHE_VARIABLE):
-        return Path(os.environ[CACHE_VARIABLE]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gpicl-bench"
+        folder = Path(explicit).expanduser()
+    elif os.environ.get(CACHE_VARIABLE):
+        folder = Path(os.environ[CACHE_VARIABLE]).expanduser()
+    else:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpicl-bench"
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"the feature cache {folder} is a file, not a folder; give a folder as --cache-dir")
+    return folder
 
 
 def encoder_key(ref: Ref) -> dict[str, str]:

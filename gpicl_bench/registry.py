@@ -7,6 +7,7 @@ class, coerced to the types its ``__init__`` annotates. The canonical spelling (
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_NOUNS = {bool: "true or false", int: "a whole number", float: "a finite number"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Ref:
             key = key.strip().replace("-", "_")
             if not key:
                 raise UserError(f"malformed option {item!r} in reference {text!r}")
+            if key in options:
+                raise UserError(f"option {key!r} given twice in reference {text!r}; give it once")
             options[key] = value.strip() if eq else "true"
         return cls(name, options)
 
@@ -64,9 +68,12 @@ def coerce_option(value: str, annotation: Any, where: str) -> Any:
                 return False
             raise ValueError(value)
         if annotation in (int, float):
-            return annotation(value)
+            number = annotation(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
     except ValueError:
-        raise UserError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
+        raise UserError(f"{where}: expected {_NOUNS[annotation]}, got {value!r}") from None
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.learners.registry import learner_label
 from gpicl_bench.registry import Ref
 
 if sys.version_info >= (3, 11):
@@ -25,6 +25,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 MAX_EPISODES = 2**31 - 1
+MAX_SEED = 2**63 - 1  # what HDF5 attributes store
+_NOUNS = {int: "a whole number", str: "text"}
+_PLURALS = {int: "whole numbers", str: "texts"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class Spec:
                 raise UserError(f"spec field {field_name!r} is empty")
         if not 1 <= self.episodes <= MAX_EPISODES:
             raise UserError(f"episodes must be between 1 and {MAX_EPISODES}, got {self.episodes}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        for field_name in ("suites", "learners", "ways", "shots", "queries"):  # a setting given twice counts once
+            object.__setattr__(self, field_name, tuple(dict.fromkeys(getattr(self, field_name))))
         for way in self.ways:
             for shot in self.shots:
                 for query in self.queries:
@@ -65,10 +72,17 @@ class Spec:
                 for query in self.queries:
                     yield EpisodeShape(way, shot, query)
 
+    def learner_refs(self) -> dict[str, Ref]:
+        """Each learner's label in results (see :func:`learner_label`) and the reference that builds it, in spec
+        order; references that name the same learner are one."""
+        refs: dict[str, Ref] = {}
+        for text in self.learners:
+            ref = Ref.parse(text)
+            refs.setdefault(learner_label(ref), ref)
+        return refs
+
     def learner_labels(self) -> list[str]:
-        """Canonical learner labels (checked against the registry), in spec order, without duplicates."""
-        labels = [str(LEARNERS.canonical(Ref.parse(text))) for text in self.learners]
-        return list(dict.fromkeys(labels))
+        return list(self.learner_refs())
 
     def replace(self, **changes: Any) -> Spec:
         """A copy with the given fields changed; ``None`` values and empty sequences leave a field as it is."""
@@ -105,12 +119,12 @@ def _check_types(values: dict[str, Any], where: str) -> dict[str, Any]:
             items = value if isinstance(value, (list, tuple)) else [value]
             element = int if "int" in kind else str
             if not all(isinstance(v, element) and not isinstance(v, bool) for v in items):
-                raise UserError(f"{where}: field {key!r} must be a list of {element.__name__}s, got {value!r}")
+                raise UserError(f"{where}: field {key!r} must be a list of {_PLURALS[element]}, got {value!r}")
             out[key] = tuple(items)
         else:
             element = int if kind == "int" else str
             if not isinstance(value, element) or isinstance(value, bool):
-                raise UserError(f"{where}: field {key!r} must be a {element.__name__}, got {value!r}")
+                raise UserError(f"{where}: field {key!r} must be {_NOUNS[element]}, got {value!r}")
             out[key] = value
     return out
 

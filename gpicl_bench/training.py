@@ -44,6 +44,7 @@ from gpicl_bench.suites import SplitData, open_suite
 from gpicl_bench.tasks import SOURCES, TaskBatch, TaskDistribution, TaskStream
 
 _KNOB_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+KNOB_NOUNS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 PLATEAU_EXIT = 0.8  # the loss has left the plateau once the smoothed loss of regular tasks is below 80% of chance
 HELD_OUT_QUERIES = 5
 SEEN_SEQUENCES = 256
@@ -117,8 +118,21 @@ class TrainingOptions:
     )
 
     def __post_init__(self) -> None:
-        if min(self.batch_size, self.steps, self.eval_every, self.eval_episodes, self.eval_shot) < 1:
-            raise UserError("batch_size, steps, eval_every, eval_episodes and eval_shot must be positive")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"training option {field.name} must be a finite number, got {value}")
+        for name in ("bias_fraction", "copy_fraction", "rotary_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"training option {name} is a share between 0 and 1, got {getattr(self, name)}")
+        counts = ("batch_size", "steps", "eval_every", "eval_episodes", "eval_shot", "d_model", "layers", "heads")
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise UserError(f"training option {name} must be a positive whole number, got {getattr(self, name)}")
+        if self.way < 2 or self.sequence_length < 2 or self.queries < 0 or self.tasks < 0:
+            raise UserError("training needs way and sequence_length of at least 2, and queries and tasks not negative")
+        if self.min_way and not 2 <= self.min_way <= self.way:
+            raise UserError(f"min_way must be 0 or between 2 and way ({self.way}), got {self.min_way}")
         if not 2 <= self.eval_way <= self.max_classes:
             raise UserError(f"eval_way must be between 2 and max_classes ({self.max_classes}), got {self.eval_way}")
         if self.lr <= 0 or self.adam_eps <= 0 or self.time_budget < 0 or self.warmup < 0 or self.clip <= 0:
@@ -174,7 +188,7 @@ class TrainingOptions:
             expected = fields[key]
             valid = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
             if not valid and not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
-                raise UserError(f"{where}: option {key!r} must be a {expected.__name__}, got {value!r}")
+                raise UserError(f"{where}: option {key!r} must be {KNOB_NOUNS[expected]}, got {value!r}")
         return cls(**{k: float(v) if fields[k] is float else v for k, v in values.items()})
 
 
@@ -435,18 +449,24 @@ def train_to_checkpoint(
     on_log: Callable[[TrainingLog], None] | None = None,
     ranks: Ranks = SINGLE_PROCESS,
     resume: bool = False,
+    force: bool = False,
 ) -> Path:
-    """Meta-train and save the checkpoint (rank 0 writes it); returns its weights path. The run's state is kept
-    beside the checkpoint until training completes; ``resume`` continues from it."""
+    """Meta-train and save the checkpoint (rank 0 writes it); returns its weights path. The output is checked before
+    training starts, so a bad path costs no training time, and an existing checkpoint is replaced only if ``force``
+    — or by the run that wrote it, resumed. The run's state is kept beside the checkpoint until training completes;
+    ``resume`` continues from it."""
     weights = checkpoints.paths(out)[0]
     state = training_state.path_for(weights)
     if resume and not state.is_file():
         raise UserError(f"nothing to resume: {state} not found")
     if not resume and state.is_file():
         raise UserError(f"{state} holds an unfinished run for this checkpoint: add --resume, or delete it")
+    if ranks.is_main:
+        checkpoints.check_target(out, force or resume)
     result = train(options, device, on_log, ranks, state)
     if not ranks.is_main:
         return weights
+    checkpoints.check_target(out, force or resume)  # it may have appeared meanwhile
     path = checkpoints.save(out, result.model, result.metadata, options.weights_dtype)
     if result.metadata["steps"] == options.steps:
         state.unlink(missing_ok=True)

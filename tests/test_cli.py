@@ -111,7 +111,7 @@ def test_listings(cli) -> None:
         (["run", "--suite", "digitz", "--episodes", "5"], "did you mean 'digits'"),
         (["run", "--learner", "protonett", "--episodes", "5"], "did you mean 'protonet'"),
         (["run", "--learner", "knn:j=3", "--episodes", "5"], "has no option 'j'"),
-        (["run", "--learner", "knn:k=three", "--episodes", "5"], "expected int"),
+        (["run", "--learner", "knn:k=three", "--episodes", "5"], "expected a whole number"),
         (["run", "--ways", "11", "--episodes", "5"], "has 10"),
         (["run", "--shots", "50", "--queries", "15", "--episodes", "5"], "images per class"),
         (["run", "--shots", "0"], "shot must be a positive integer"),
@@ -140,10 +140,10 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path: Path, monkeypatch, args
     ("content", "expected"),
     [
         ("episodes = [", "malformed TOML"),
-        ("episodes = 'many'", "must be a int"),
+        ("episodes = 'many'", "must be a whole number"),
         ("colour = 'blue'", "unknown field 'colour'"),
         ("learners = []", "is empty"),
-        ("shots = [1, 'x']", "list of ints"),
+        ("shots = [1, 'x']", "list of whole numbers"),
     ],
 )
 def test_malformed_specs(cli, tmp_path: Path, content: str, expected: str) -> None:

@@ -93,12 +93,14 @@ def test_resume_completes_only_missing_groups(tmp_path: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         engine.run(spec, results, torch.device("cpu"), 20, stop_in_second_group)
+    results.close()
     assert len(ResultsFile.open(path).group_keys()) == 1
 
     resumed = engine.spec_for_resume(ResultsFile.open(path))
     assert resumed == spec
     seen = []
-    engine.run(resumed, ResultsFile.open(path), torch.device("cpu"), 20, lambda k, d, t: seen.append(k))
+    with ResultsFile.resume(path) as appending:
+        engine.run(resumed, appending, torch.device("cpu"), 20, lambda k, d, t: seen.append(k))
     assert {k.learner for k in seen} == {"knn"}
     fresh = per_episode(run_to(tmp_path / "fresh.h5", spec, 60).path)
     assert per_episode(path).keys() == fresh.keys()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from layouts_fine_grained import write_folder
 from layouts_imagenet import MINI, write_mini_csv
 
-from gpicl_bench import features
+from gpicl_bench import checkpoints, features
 from gpicl_bench.features import FeatureSettings
 from gpicl_bench.results import load
 from gpicl_bench.suites import open_suite
@@ -154,7 +153,7 @@ def test_universal_meta_training_on_two_image_sources(cli, tmp_path: Path) -> No
         "--min-way", "0", "--eval-every", "3", "--eval-episodes", "5", "--eval-shot", "1", "--out", out, "--quiet",
     )  # fmt: skip
     assert result.code == 0, result.err
-    metadata = json.loads(out.with_suffix(".json").read_text())
+    metadata = checkpoints.read_metadata(out)
     assert metadata["data"]["sources"] == ["folder:root=birds [pixels:size=8]", "folder:root=planes [pixels:size=8]"]
     assert metadata["data"]["classes"] == 7 and metadata["data"]["dim"] == 3 * 8 * 8
     assert metadata["model"]["input_dim"] == 192

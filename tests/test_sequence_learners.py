@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from gpicl_bench import checkpoints
 from gpicl_bench.errors import UserError
@@ -111,25 +112,25 @@ def test_half_precision_checkpoint_stores_rounded_weights(tmp_path: Path) -> Non
 
 def test_bad_checkpoints_are_user_errors(tmp_path: Path) -> None:
     path = checkpoints.save(tmp_path / "ck", model("transformer"), {})
-    config = path.with_suffix(".json")
     with pytest.raises(UserError, match="not found"):
         checkpoints.load(tmp_path / "missing.safetensors")
 
-    corrupt = tmp_path / "corrupt"
-    corrupt.with_suffix(".json").write_text(config.read_text())
-    corrupt.with_suffix(".safetensors").write_bytes(path.read_bytes()[:100])
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(path.read_bytes()[:100])
     with pytest.raises(UserError, match="corrupt"):
         checkpoints.load(corrupt)
 
-    mismatched = json.loads(config.read_text())
-    mismatched["model"]["d_model"] = 32
-    config.write_text(json.dumps(mismatched))
+    old = tmp_path / "old.safetensors"  # format 1: weights beside NAME.json
+    save_file(load_file(str(path)), str(old))
+    config = checkpoints.read_metadata(path)
+    config["model"]["d_model"] = 32
+    old.with_suffix(".json").write_text(json.dumps({**config, "format_version": 1}))
     with pytest.raises(UserError, match="does not match its config"):
-        checkpoints.load(path)
+        checkpoints.load(old)
 
-    config.write_text("{not json")
+    old.with_suffix(".json").write_text("{not json")
     with pytest.raises(UserError, match="not readable JSON"):
-        checkpoints.load(path)
+        checkpoints.load(old)
 
 
 def test_learner_options_are_checked() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,8 @@ def test_train_command_writes_a_loadable_checkpoint(cli, tmp_path: Path) -> None
     out = tmp_path / "toy"
     result = cli("train", *TOY, "--out", out)
     assert result.code == 0, result.err
-    config = json.loads((tmp_path / "toy.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.safetensors"]  # weights and config in one file
+    config = checkpoints.read_metadata(tmp_path / "toy.safetensors")
     assert config["steps"] == 12 and config["training"]["d_model"] == 16
     assert len(config["metrics"]["history"]) == 2  # held-out evaluations at steps 6 and 12
     assert 0.0 <= config["metrics"]["held_out_accuracy"] <= 1.0
@@ -70,9 +70,10 @@ def test_train_command_writes_a_loadable_checkpoint(cli, tmp_path: Path) -> None
     )
     assert ran.code == 0, ran.err
     frame = load(results)
-    assert set(frame["learner"]) == {f"gpicl:checkpoint={tmp_path / 'toy.safetensors'}", "protonet"}
+    label = f"gpicl:checkpoint=toy@{config['weights_sha256'][:10]}"  # no machine path in results
+    assert set(frame["learner"]) == {label, "protonet"}
     curves = load_curves(results)
-    assert set(curves["learner"]) == {f"gpicl:checkpoint={tmp_path / 'toy.safetensors'}"}
+    assert set(curves["learner"]) == {label}
     assert len(curves) == 5 * (1 + 15)  # one value per position of the sequence view
     assert curves["value"].between(0, 1).all()
 
@@ -84,7 +85,7 @@ def test_training_spec_and_flags(cli, tmp_path: Path) -> None:
         'eval_episodes = 10\nout = "' + str(tmp_path / "from-spec") + '"\n'
     )
     assert cli("train", spec, "--steps", "2", "--quiet").code == 0
-    assert json.loads((tmp_path / "from-spec.json").read_text())["steps"] == 2  # the flag wins over the spec
+    assert checkpoints.read_metadata(tmp_path / "from-spec")["steps"] == 2  # the flag wins over the spec
     bad = tmp_path / "bad.toml"
     bad.write_text("learning_rate = 0.1\n")
     result = cli("train", bad)
@@ -111,7 +112,7 @@ def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_takes(cli, tmp_path:
     first = cli("train", *knobs, "--time-budget", "0.001", "--out", tmp_path / "split")
     state = tmp_path / "split.training-state.pt"
     assert first.code == 0 and state.is_file()
-    assert json.loads((tmp_path / "split.json").read_text())["steps"] == 1
+    assert checkpoints.read_metadata(tmp_path / "split.safetensors")["steps"] == 1
     refused = cli("train", *knobs, "--out", tmp_path / "split")
     assert refused.code == 2 and "--resume" in refused.err
     changed = cli("train", *knobs, "--lr", "0.01", "--resume", "--out", tmp_path / "split")
@@ -121,7 +122,7 @@ def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_takes(cli, tmp_path:
     straight, _ = checkpoints.load(tmp_path / "straight.safetensors")
     resumed, metadata = checkpoints.load(tmp_path / "split.safetensors")
     assert all(torch.equal(straight.state_dict()[k], v) for k, v in resumed.state_dict().items())
-    expected = json.loads((tmp_path / "straight.json").read_text())["metrics"]["history"]
+    expected = checkpoints.read_metadata(tmp_path / "straight.safetensors")["metrics"]["history"]
     assert [h["held_out_accuracy"] for h in metadata["metrics"]["history"]] == [
         h["held_out_accuracy"] for h in expected
     ]

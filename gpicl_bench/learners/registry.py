@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from gpicl_bench import checkpoints
 from gpicl_bench.learners.base import Learner
 from gpicl_bench.learners.knn import KNearestNeighbours
 from gpicl_bench.learners.logreg import LogisticRegression
 from gpicl_bench.learners.maml import MAML
 from gpicl_bench.learners.meta_trained import factory as meta_trained
 from gpicl_bench.learners.protonet import ProtoNet
-from gpicl_bench.registry import Registry
+from gpicl_bench.registry import Ref, Registry
 
 LEARNERS: Registry[Learner] = Registry("learner")
 _register = LEARNERS.register
@@ -24,4 +25,15 @@ _register("lstm", "LSTM in-context learner with GPICL's tokens: checkpoint=PATH 
     meta_trained("lstm")
 )
 
-__all__ = ["LEARNERS", "Learner"]
+
+def learner_label(ref: Ref) -> str:
+    """A learner's name in results: its canonical reference, with a checkpoint path replaced by the checkpoint's
+    identity (stem and weights digest), so that results hold no machine paths and the same weights, however and
+    wherever they are named, are one learner. A missing checkpoint keeps its path: building the learner reports it."""
+    canonical = LEARNERS.canonical(ref)
+    if "checkpoint" in canonical.options and checkpoints.paths(canonical.options["checkpoint"])[0].is_file():
+        canonical.options["checkpoint"] = checkpoints.identity(canonical.options["checkpoint"])
+    return str(canonical)
+
+
+__all__ = ["LEARNERS", "Learner", "learner_label"]

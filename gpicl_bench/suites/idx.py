@@ -63,6 +63,8 @@ def _load(
         labels = read_idx(_find(root, f"{prefix}{part}-labels-idx1-ubyte"), 1)
         if len(images) != len(labels):
             raise UserError(f"{root}: {prefix}{part} has {len(images)} images but {len(labels)} labels")
+        if len(images) == 0:
+            raise UserError(f"{root}: {prefix}{part} holds no images")
         parts[part] = (images, labels.astype(np.int64))
     images = np.concatenate([parts["train"][0], parts["t10k"][0]])
     if transpose:

@@ -119,7 +119,7 @@ CORPUS = {
     "negative bias fraction": (nothing, [*TRAIN, "--bias-fraction", "-0.5"], "share between 0 and 1"),
     "nan learning rate": (nothing, [*TRAIN, "--lr", "nan"], "finite number"),
     "one-way training": (nothing, [*TRAIN, "--way", "1"], "way"),
-    "min_way above way": (nothing, [*TRAIN, "--min-way", "7"], "min_way"),
+    "min_way above way": (nothing, [*TRAIN, "--way", "5", "--min-way", "7"], "min_way"),
     "checkpoint exists": (files("ck.safetensors"), TRAIN, "--force"),
     "checkpoint under a file": (files("f"), [*TRAIN[:-1], "{tmp}/f/ck"], "not a folder"),
     # checkpoints

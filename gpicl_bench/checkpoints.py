@@ -31,7 +31,7 @@ FORMAT_NAME = "gpicl-bench-checkpoint"
 FORMAT_VERSION = 2
 METADATA_KEY = "gpicl_bench"
 MODEL_KINDS: dict[str, type[SequenceModel]] = {"transformer": GPICLTransformer, "lstm": LSTMLearner}
-SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "gpicl-digits.safetensors"
+SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "gpicl-mixed.safetensors"
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 

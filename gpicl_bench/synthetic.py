@@ -13,8 +13,9 @@ sequence's examples from it, for every sequence of a batch at once:
   pixel noise, and for half the tasks squashed by a random sigmoid into stroke-like images.
 
 Task parameters are a pure function of (seed, task id), so a finite pool of tasks repeats exactly; examples a pure
-function of (seed, step, sequence, position). The Gaussians come from a :class:`NoiseBank`, so a batch costs
-gathers, not hashes per number, and is the same on every device and for every split of a batch across processes.
+function of (seed, step, sequence, position). The Gaussians — these families', and the random projections of the
+suite's tasks — come from a :class:`NoiseBank`, so a batch costs gathers, not hashes per number, and is the same on
+every device and for every split of a batch across processes.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class TaskDistribution:
                 for name in ("balanced", "bias_fraction", "copy_fraction")
                 if not 0.0 <= getattr(self, name) <= 1.0
             ),
-            "the source shares must not be negative and must not all be 0"
+            "the shares mix_suite, mix_gaussian, mix_nonlinear and mix_fields must not be negative nor all 0"
             if len(self.mix) != len(SOURCES) or min(self.mix) < 0 or sum(self.mix) <= 0
             else "",
         ]

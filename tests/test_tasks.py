@@ -156,7 +156,7 @@ def test_balanced_share_gives_equal_class_counts(train_split) -> None:
 
 
 def test_invalid_mixtures_and_lengths_are_refused() -> None:
-    with pytest.raises(UserError, match="source shares"):
+    with pytest.raises(UserError, match="mix_suite"):
         TaskDistribution(mix=(0.0, 0.0, 0.0, 0.0))
     with pytest.raises(UserError, match="min_length"):
         TaskDistribution(length=10, min_length=11)

@@ -77,7 +77,7 @@ class TaskDistribution:
             else "",
             "queries and tasks must not be negative" if self.queries < 0 or self.tasks < 0 else "",
             *(
-                f"{name} must be between 0 and 1"
+                f"{name} is a share between 0 and 1, got {getattr(self, name)}"
                 for name in ("balanced", "bias_fraction", "copy_fraction")
                 if not 0.0 <= getattr(self, name) <= 1.0
             ),
@@ -163,21 +163,22 @@ class TaskStream:
         examples = self._keys[STREAM_TASK_EXAMPLES]
         step_counter = torch.full_like(sequences, step)[:, None]
         label_bits = random_bits(examples, step_counter, sequences[:, None], positions, torch.zeros_like(positions))
-        balanced = uniform_open(random_bits(examples, step_counter[:, 0], sequences, torch.full_like(sequences, 2)))
-        # a balanced context: slot p takes the p-th entry of a random permutation of 0..L-1, modulo way
-        ordered = torch.cat([random_order(label_bits[:, :context]), label_bits[:, context:]], 1)
-        label_bits = torch.where((balanced < d.balanced)[:, None], ordered, label_bits)
+        if d.balanced:  # a balanced context: slot p takes the p-th entry of a random permutation of 0..L-1, modulo way
+            share = uniform_open(random_bits(examples, step_counter[:, 0], sequences, torch.full_like(sequences, 2)))
+            ordered = torch.cat([random_order(label_bits[:, :context]), label_bits[:, context:]], 1)
+            label_bits = torch.where((share < d.balanced)[:, None], ordered, label_bits)
         labels = label_bits % ways[:, None]  # [B, L+Q]
         picks = random_bits(examples, step_counter, sequences[:, None], positions, torch.ones_like(positions))
 
         x = torch.empty(len(sequences), context + d.queries, self.data.dim, device=device)
-        source = torch.repeat_interleave(
-            torch.arange(len(SOURCES), device=device), torch.tensor(d.source_counts(size), device=device)
-        )[sequences]
-        for index, name in enumerate(SOURCES):
-            chosen = (source == index).nonzero()[:, 0]
-            if len(chosen) == 0:
+        end = first + len(sequences)
+        block_start = 0
+        for name, block in zip(SOURCES, d.source_counts(size), strict=True):  # each source a contiguous block
+            low, high = max(block_start, first) - first, min(block_start + block, end) - first
+            block_start += block
+            if low >= high:
                 continue
+            chosen = slice(low, high)
             if name == "suite":
                 x[chosen] = self._suite_inputs(
                     task[chosen], labels[chosen], picks[chosen], copying[chosen], biased[chosen]

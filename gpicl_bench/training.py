@@ -122,17 +122,12 @@ class TrainingOptions:
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"training option {field.name} must be a finite number, got {value}")
-        for name in ("bias_fraction", "copy_fraction", "rotary_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UserError(f"training option {name} is a share between 0 and 1, got {getattr(self, name)}")
+        if not 0.0 <= self.rotary_fraction <= 1.0:
+            raise UserError(f"training option rotary_fraction is a share between 0 and 1, got {self.rotary_fraction}")
         counts = ("batch_size", "steps", "eval_every", "eval_episodes", "eval_shot", "d_model", "layers", "heads")
         for name in counts:
             if getattr(self, name) < 1:
                 raise UserError(f"training option {name} must be a positive whole number, got {getattr(self, name)}")
-        if self.way < 2 or self.sequence_length < 2 or self.queries < 0 or self.tasks < 0:
-            raise UserError("training needs way and sequence_length of at least 2, and queries and tasks not negative")
-        if self.min_way and not 2 <= self.min_way <= self.way:
-            raise UserError(f"min_way must be 0 or between 2 and way ({self.way}), got {self.min_way}")
         if not 2 <= self.eval_way <= self.max_classes:
             raise UserError(f"eval_way must be between 2 and max_classes ({self.max_classes}), got {self.eval_way}")
         if self.lr <= 0 or self.adam_eps <= 0 or self.time_budget < 0 or self.warmup < 0 or self.clip <= 0:
@@ -144,7 +139,7 @@ class TrainingOptions:
         if self.way > self.max_classes:
             raise UserError(f"way ({self.way}) exceeds the model's max_classes ({self.max_classes})")
         input_rule.check(self.input_rule)
-        self.distribution()  # checks the task knobs before anything trains
+        self.distribution()  # the task knobs (ways, lengths, shares, mixture) are checked where they are used
 
     def model_config(self, input_dim: int) -> SequenceConfig:
         return SequenceConfig(
@@ -379,15 +374,11 @@ def train(
         accuracy = None
         last_step = step == options.steps or out_of_time
         saving = state is not None and ranks.is_main and step < options.steps
-        snapshot = {
-            "options": options.to_dict(),
-            "step": step,
-            "seconds": elapsed,
-            "smoothed": smoothed,
-            "plateau_exit": plateau_exit,
-        }
+        saving = saving and (out_of_time or step % options.eval_every == 0)
+        # what the loop carries from step to step besides the weights (the history list is shared)
+        carried = dict(step=step, seconds=elapsed, smoothed=smoothed, plateau_exit=plateau_exit, history=history)
         if saving and out_of_time:  # before the last step's rounding of the weights to their storage type
-            training_state.save(state, {**snapshot, **_state_of(model, optimiser, schedule), "history": history})
+            _save_state(state, options, carried, model, optimiser, schedule)
         if (step % options.eval_every == 0 or last_step) and ranks.is_main:
             if last_step:  # training is over: the last metrics describe the weights as the checkpoint stores them
                 checkpoints.round_to_storage(model, options.weights_dtype)
@@ -402,8 +393,8 @@ def train(
                     "seconds": elapsed,
                 }
             )
-        if saving and not out_of_time and step % options.eval_every == 0:
-            training_state.save(state, {**snapshot, **_state_of(model, optimiser, schedule), "history": history})
+        if saving and not out_of_time:  # after the check, so its entry is kept
+            _save_state(state, options, carried, model, optimiser, schedule)
         if on_log is not None:
             on_log(TrainingLog(step, options.steps, smoothed, accuracy, elapsed))
         if out_of_time:
@@ -438,8 +429,16 @@ def train(
     return TrainingResult(model, metadata)
 
 
-def _state_of(model: SequenceModel, optimiser: torch.optim.Optimizer, schedule: Any) -> dict[str, Any]:
-    return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()}
+def _save_state(
+    path: Path,
+    options: TrainingOptions,
+    carried: dict[str, Any],
+    model: SequenceModel,
+    optimiser: torch.optim.Optimizer,
+    schedule: Any,
+) -> None:
+    weights = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()}
+    training_state.save(path, {"options": options.to_dict(), **carried, **weights})
 
 
 def train_to_checkpoint(

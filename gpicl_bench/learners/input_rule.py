@@ -63,8 +63,8 @@ def apply(rule: str, x: Tensor, context: int, input_dim: int) -> Tensor:
     """Model inputs [B, T, input_dim] for raw inputs ``x`` [B, T, D] whose first ``context`` rows are the context."""
     parts = parse(rule)
     if parts == {LEGACY}:
-        x = _standardise_each(x)
-        return x if x.shape[-1] == input_dim else _standardise_each(_fixed_map(x, input_dim))
+        x = standardise_each(x)
+        return x if x.shape[-1] == input_dim else standardise_each(_fixed_map(x, input_dim))
     dtype, x = x.dtype, x.double()  # float64, so that a centred context's null space is null to within 1e-15
     if "centre" in parts:
         x = x - x[:, :context].mean(1, keepdim=True)
@@ -80,21 +80,15 @@ def _principal_coordinates(x: Tensor, context: int, input_dim: int) -> Tensor:
 
     The axes come from the eigenvectors of the smaller of the context's Gram (S×S) and scatter (D×D) matrices, in
     float64 — several times faster than a batched SVD for the few dozen examples of an episode."""
-    rows, support = x, x[:, :context]
-    if context <= x.shape[-1]:
-        variances, vectors = torch.linalg.eigh(support @ support.transpose(1, 2))  # ascending; C = U Σ Vᵀ, G = U Σ² Uᵀ
-        variances, vectors = variances.flip(-1), vectors.flip(-1)
-        # x V = x Cᵀ U Σ⁻¹, computed for the kept axes only
-        values = variances.clamp_min(0).sqrt()
-        spanned = values > _RANK_TOLERANCE * values[:, :1]
-        coordinates = (rows @ support.transpose(1, 2) @ vectors) / torch.where(spanned, values, 1.0)[:, None, :]
-    else:
-        variances, vectors = torch.linalg.eigh(support.transpose(1, 2) @ support)
-        variances, vectors = variances.flip(-1), vectors.flip(-1)
-        values = variances.clamp_min(0).sqrt()
-        spanned = values > _RANK_TOLERANCE * values[:, :1]
-        coordinates = rows @ vectors
-    coordinates = (coordinates * spanned[:, None, :])[..., :input_dim]  # axes of a null space are arbitrary: dropped
+    support = x[:, :context]
+    gram = context <= x.shape[-1]  # C = U Σ Vᵀ: the Gram matrix C Cᵀ = U Σ² Uᵀ, the scatter matrix Cᵀ C = V Σ² Vᵀ
+    variances, vectors = torch.linalg.eigh(support @ support.mT if gram else support.mT @ support)  # ascending
+    variances, vectors = variances.flip(-1)[:, :input_dim], vectors.flip(-1)[..., :input_dim]  # the kept axes only
+    values = variances.clamp_min(0).sqrt()
+    spanned = values > _RANK_TOLERANCE * values[:, :1]  # axes of a null space are arbitrary: dropped
+    # with the Gram matrix, x V = x Cᵀ U Σ⁻¹
+    coordinates = (x @ support.mT @ vectors) / torch.where(spanned, values, 1.0)[:, None, :] if gram else x @ vectors
+    coordinates = coordinates * spanned[:, None, :]
     skew = coordinates[:, :context].pow(3).sum(1, keepdim=True)
     coordinates = coordinates * torch.where(skew < 0, -1.0, 1.0)
     missing = input_dim - coordinates.shape[-1]
@@ -113,5 +107,6 @@ def _fixed_map(x: Tensor, input_dim: int) -> Tensor:
     return x @ _input_map(x.shape[-1], input_dim, str(x.device)).to(x.dtype).T
 
 
-def _standardise_each(x: Tensor) -> Tensor:
+def standardise_each(x: Tensor) -> Tensor:
+    """Each vector to zero mean and unit variance over its own features."""
     return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(_EPS)

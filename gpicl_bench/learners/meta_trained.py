@@ -43,9 +43,9 @@ class MetaTrained(Learner):
     def __init__(
         self, kind: str, checkpoint: str, fresh: bool, inference: dict[str, Any], training: dict[str, Any]
     ) -> None:
-        check_inference(**{**inference, "views": inference["views"] or 1})
+        check_inference(**{**inference, "views": inference["views"] or 1})  # views 0 (automatic) is resolved below
         self.kind = kind
-        self.inference = inference  # SequenceLearner's options: orders, views, precision, compile
+        self.inference = dict(inference)  # SequenceLearner's options: orders, views, precision, compile
         self.learner: SequenceLearner | None = None
         self.metadata: dict[str, Any] = {}
         self.checkpoint = ""
@@ -53,7 +53,7 @@ class MetaTrained(Learner):
             if checkpoint:
                 raise UserError("give either checkpoint=… or fresh, not both")
             self.options = TrainingOptions.from_values({"kind": kind, **training}, f"{kind} learner")
-            inference["views"] = inference["views"] or default_views(self.options.input_rule)
+            self.inference["views"] = inference["views"] or default_views(self.options.input_rule)
             return
         if training:
             raise UserError(f"training options ({', '.join(sorted(training))}) need the flag fresh")
@@ -64,8 +64,8 @@ class MetaTrained(Learner):
         if model.config.kind != kind:
             raise UserError(f"checkpoint {checkpoint} holds a {model.config.kind} model, not a {kind}")
         self.metadata = metadata
-        inference["views"] = inference["views"] or default_views(model.config.input_rule)
-        self.learner = SequenceLearner(model, **inference)
+        self.inference["views"] = inference["views"] or default_views(model.config.input_rule)
+        self.learner = SequenceLearner(model, **self.inference)
 
     def details(self) -> dict[str, Any]:
         summary = {k: v for k, v in self.metadata.items() if k != "metrics"}

@@ -83,8 +83,7 @@ def view_inputs(x: Tensor, view: int) -> Tensor:
     """View 0 is the inputs as prepared; view v > 0 rotates them by its fixed rotation and standardises again."""
     if view == 0:
         return x
-    turned = x @ view_rotation(x.shape[-1], view, str(x.device)).T
-    return (turned - turned.mean(-1, keepdim=True)) / turned.std(-1, keepdim=True).clamp_min(1e-6)
+    return input_rule.standardise_each(x @ view_rotation(x.shape[-1], view, str(x.device)).T)
 
 
 def make_tokens(x: Tensor, previous_labels: Tensor, max_classes: int) -> Tensor:

@@ -31,6 +31,7 @@ from gpicl_bench import (
     reference,
     report,
     training,
+    training_options,
 )
 from gpicl_bench.encoders import ENCODERS
 from gpicl_bench.errors import UserError
@@ -368,7 +369,7 @@ def _train_on(
 
 def _training_knob(field: dataclasses.Field[object]) -> inspect.Parameter:
     """A CLI option for one training knob, defaulting to None so that a spec's value is kept unless given."""
-    kind = training.knob_type(field)
+    kind = training_options.knob_type(field)
     flag = "--" + field.name.replace("_", "-")
     names = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
     option = typer.Option(
@@ -387,7 +388,7 @@ _fixed = [
     for p in inspect.signature(_train, eval_str=True).parameters.values()
     if p.kind is not inspect.Parameter.VAR_KEYWORD
 ]
-_knobs = [_training_knob(f) for f in dataclasses.fields(training.TrainingOptions)]
+_knobs = [_training_knob(f) for f in dataclasses.fields(training_options.TrainingOptions)]
 _train.__signature__ = inspect.Signature(_fixed + _knobs, return_annotation=None)  # type: ignore[attr-defined]
 _train.__annotations__ = {**{p.name: p.annotation for p in _fixed + _knobs}, "return": None}
 app.command("train")(_train)
@@ -407,7 +408,7 @@ def learners() -> None:
     """List the learners with their options."""
     table = Table("learner", "description", "options (defaults)")
     for entry in LEARNERS:
-        table.add_row(entry.name, entry.description, entry.option_help() or "-")
+        table.add_row(entry.name, entry.describe(), entry.option_help() or "-")
     stdout.print(table)
 
 

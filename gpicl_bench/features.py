@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from gpicl_bench import __version__
-from gpicl_bench.encoders import ENCODERS, Encoder, library_versions
+from gpicl_bench.encoders import ENCODERS, library_versions
+from gpicl_bench.encoders.base import Encoder
 from gpicl_bench.encoders.weights import weights_digest
 from gpicl_bench.errors import UserError
 from gpicl_bench.registry import Ref

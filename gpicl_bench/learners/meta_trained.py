@@ -22,7 +22,8 @@ from gpicl_bench.errors import UserError
 from gpicl_bench.learners import input_rule
 from gpicl_bench.learners.base import Learner
 from gpicl_bench.learners.sequence import SequenceLearner, check_inference
-from gpicl_bench.training import TrainingLog, TrainingOptions, knob_type, train
+from gpicl_bench.training import TrainingLog, train
+from gpicl_bench.training_options import TrainingOptions, knob_type
 
 log = logging.getLogger(__name__)
 TRAINING_FIELDS = [f for f in dataclasses.fields(TrainingOptions) if f.name != "kind"]
@@ -153,3 +154,8 @@ def factory(kind: str) -> Callable[..., MetaTrained]:
     }
     build.__name__ = f"{kind}_learner"
     return build
+
+
+# The learner registry's targets (gpicl_bench.learners.registry).
+gpicl = factory("transformer")
+lstm = factory("lstm")

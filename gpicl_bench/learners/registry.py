@@ -1,39 +1,97 @@
-"""The learner registry: a learner is one module in this package plus one registration here."""
+"""The learner registry: a learner is one module in this package plus one entry here.
+
+An entry names its class as ``module:attr`` and declares its options, so that listing learners and checking
+references import no learner (nor torch); tests/test_registry.py checks every declaration against the real class.
+Learners outside the package are named by module path or file, or installed as entry points of the group
+``gpicl_bench.learners`` (see :mod:`gpicl_bench.registry`).
+"""
 
 from __future__ import annotations
 
-from gpicl_bench import checkpoints
-from gpicl_bench.learners.base import Learner
-from gpicl_bench.learners.knn import KNearestNeighbours
-from gpicl_bench.learners.logreg import LogisticRegression
-from gpicl_bench.learners.maml import MAML
-from gpicl_bench.learners.meta_trained import factory as meta_trained
-from gpicl_bench.learners.protonet import ProtoNet
-from gpicl_bench.registry import Ref, Registry
+import dataclasses
+from typing import TYPE_CHECKING
 
-LEARNERS: Registry[Learner] = Registry("learner")
-_register = LEARNERS.register
+from gpicl_bench.registry import Ref, Registry, portable_name
+from gpicl_bench.training_options import TrainingOptions
 
-_register("protonet", "nearest class mean under squared Euclidean distance (Snell et al. 2017)")(ProtoNet)
-_register("knn", "k-nearest-neighbour vote over the support set")(KNearestNeighbours)
-_register("logreg", "L2 multinomial logistic regression per episode, scikit-learn's objective")(LogisticRegression)
-_register("maml", "learn2learn's MAML over a linear classifier, meta-trained on source=SUITE (extra: l2l)")(MAML)
-_register("gpicl", "GPICL causal Transformer: the shipped checkpoint, checkpoint=PATH, or fresh (meta-trained)")(
-    meta_trained("transformer")
+if TYPE_CHECKING:
+    from gpicl_bench.learners.base import Learner
+
+LEARNERS: Registry[Learner] = Registry("learner", "gpicl_bench.learners", base="gpicl_bench.learners.base:Learner")
+
+# The meta-trained sequence learners' options: how a checkpoint is read, then every training knob but the model kind.
+_SEQUENCE_OPTIONS = {
+    "checkpoint": "",
+    "fresh": False,
+    "orders": 1,
+    "views": 0,
+    "precision": "auto",
+    "compile": False,
+    **{f.name: f.default for f in dataclasses.fields(TrainingOptions) if f.name != "kind"},
+}
+
+LEARNERS.add(
+    "protonet",
+    "gpicl_bench.learners.protonet:ProtoNet",
+    "nearest class mean under squared Euclidean distance (Snell et al. 2017)",
+    options={},
 )
-_register("lstm", "LSTM in-context learner with GPICL's tokens: checkpoint=PATH or fresh (meta-trained)")(
-    meta_trained("lstm")
+LEARNERS.add(
+    "knn",
+    "gpicl_bench.learners.knn:KNearestNeighbours",
+    "k-nearest-neighbour vote over the support set",
+    options={"k": 1},
+)
+LEARNERS.add(
+    "logreg",
+    "gpicl_bench.learners.logreg:LogisticRegression",
+    "L2 multinomial logistic regression per episode, scikit-learn's objective",
+    options={"c": 1.0, "steps": 500},
+)
+LEARNERS.add(
+    "maml",
+    "gpicl_bench.learners.maml:MAML",
+    "learn2learn's MAML over a linear classifier, meta-trained on source=SUITE (extra: l2l)",
+    options={
+        "source": "digits",
+        "way": 5,
+        "shot": 5,
+        "meta_steps": 300,
+        "tasks_per_step": 8,
+        "adapt_steps": 5,
+        "adapt_lr": 0.5,
+        "meta_lr": 0.003,
+        "first_order": False,
+        "seed": 0,
+    },
+)
+LEARNERS.add(
+    "gpicl",
+    "gpicl_bench.learners.meta_trained:gpicl",
+    "GPICL causal Transformer: the shipped checkpoint, checkpoint=PATH, or fresh (meta-trained)",
+    options=_SEQUENCE_OPTIONS,
+)
+LEARNERS.add(
+    "lstm",
+    "gpicl_bench.learners.meta_trained:lstm",
+    "LSTM in-context learner with GPICL's tokens: checkpoint=PATH or fresh (meta-trained)",
+    options=_SEQUENCE_OPTIONS,
 )
 
 
 def learner_label(ref: Ref) -> str:
     """A learner's name in results: its canonical reference, with a checkpoint path replaced by the checkpoint's
-    identity (stem and weights digest), so that results hold no machine paths and the same weights, however and
-    wherever they are named, are one learner. A missing checkpoint keeps its path: building the learner reports it."""
+    identity (stem and weights digest) and a learner file by its name and content digest, so that results hold no
+    machine paths and the same weights or code, however and wherever they are named, are one learner. A missing
+    checkpoint or file keeps its path: building the learner reports it."""
     canonical = LEARNERS.canonical(ref)
-    if "checkpoint" in canonical.options and checkpoints.paths(canonical.options["checkpoint"])[0].is_file():
-        canonical.options["checkpoint"] = checkpoints.identity(canonical.options["checkpoint"])
-    return str(canonical)
+    options = canonical.options
+    if "checkpoint" in options:
+        from gpicl_bench import checkpoints  # torch: only where a checkpoint is named
+
+        if checkpoints.paths(options["checkpoint"])[0].is_file():
+            options["checkpoint"] = checkpoints.identity(options["checkpoint"])
+    return str(Ref(portable_name(canonical.name), options))
 
 
-__all__ = ["LEARNERS", "Learner", "learner_label"]
+__all__ = ["LEARNERS", "learner_label"]

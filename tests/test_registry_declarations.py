@@ -1,0 +1,50 @@
+"""Built-in registry entries declare their options and class attributes so that the command line can list and check
+them without importing torch; these tests hold each declaration to the real class, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from gpicl_bench.encoders import ENCODERS
+from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.registry import Entry, signature_options
+from gpicl_bench.suites import SUITES
+
+ENTRIES = {
+    f"{registry.kind} {entry.name}": entry
+    for registry in (LEARNERS, SUITES, ENCODERS)
+    for entry in registry
+    if not entry.origin  # built in, not installed by a package
+}
+# The class attributes that suite listings and labels read from declarations.
+SUITE_ATTRIBUTES = ("splits", "default_dir")
+
+
+def described(options: dict[str, inspect.Parameter]) -> list[tuple[str, object, object]]:
+    return [(name, param.annotation, param.default) for name, param in options.items()]
+
+
+@pytest.mark.parametrize("key", ENTRIES)
+def test_declared_options_match_the_signature(key: str) -> None:
+    entry: Entry[object] = ENTRIES[key]
+    assert isinstance(entry.target, str) and entry.declared is not None, "built-ins are lazy and declare options"
+    assert described(entry.options()) == described(signature_options(entry.factory))
+
+
+@pytest.mark.parametrize("name", [entry.name for entry in SUITES if not entry.origin])
+def test_declared_suite_attributes_match_the_class(name: str) -> None:
+    entry = SUITES.entry(name)
+    for attribute in SUITE_ATTRIBUTES:
+        assert (attribute in entry.attributes) == hasattr(entry.factory, attribute), attribute
+        assert entry.attribute(attribute) == getattr(entry.factory, attribute, None), attribute
+
+
+def test_a_declaration_that_drifted_is_caught() -> None:
+    """The comparison above sees a changed default, a changed type and a missing option."""
+    knn = LEARNERS.entry("knn")
+    real = described(signature_options(knn.factory))
+    for declared in ({"k": 3}, {"k": 1.0}, {}, {"k": 1, "weights": ""}):
+        drifted = Entry(knn.name, knn.target, knn.description, declared)
+        assert described(drifted.options()) != real

@@ -1,4 +1,4 @@
-"""Output files that appear whole or not at all, and output paths checked before any work starts.
+"""Output files that appear whole or not at all, and input and output paths checked before any work starts.
 
 A file is written to a temporary beside its target (``.NAME.PID.tmp``), flushed to disk and renamed over the target
 in one ``os.replace``: a kill, a full disk or an error at any moment leaves the old target (or none) and never a
@@ -53,6 +53,16 @@ def check_writable(path: Path, what: str = "output") -> None:
         raise UserError(f"cannot write {what} {path}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {what} {path}: no permission to write in {parent}")
+
+
+def existing_file(path: Path, what: str) -> Path:
+    """``path``, refused before any work unless it is an existing file (``what`` names it in the error)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such {what}: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a {what}")
+    return path
 
 
 def write_error(path: Path, error: OSError) -> UserError:

@@ -8,16 +8,19 @@ reports available (CPU), divided by the learner's own estimate of what one episo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-
-from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.base import Learner
+
+if TYPE_CHECKING:
+    import torch
+
+    from gpicl_bench.episode_shape import EpisodeShape
+    from gpicl_bench.learners.base import Learner
 
 BatchSize = int | Literal["auto"]
 AUTO = "auto"
+DEFAULT_BATCH_SIZE = 500
 CUDA_SHARE = 0.6  # of free GPU memory: the rest is for the allocator's fragmentation and the learner's workspace
 CPU_SHARE = 0.25  # of available RAM: CPU kernels keep more temporaries alive than the estimates count
 CPU_FALLBACK_BYTES = 2 << 30  # where /proc/meminfo is not there to say
@@ -40,6 +43,8 @@ def parse_batch_size(text: str | int) -> BatchSize:
 def memory_budget(device: torch.device) -> int:
     """Bytes a batch may use on ``device``."""
     if device.type == "cuda":
+        import torch
+
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * CUDA_SHARE)
     return int(_available_ram() * CPU_SHARE)

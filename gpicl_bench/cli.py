@@ -1,4 +1,8 @@
-"""The ``gpicl-bench`` command line: parse, call one library function per command, render. No logic of its own."""
+"""The ``gpicl-bench`` command line: parse, call one library function per command, render. No logic of its own.
+
+Start-up stays well under a second: this module imports no torch, scipy, h5py, pandas or matplotlib; each command
+imports what it uses, after the checks of its input that need none of them.
+"""
 
 from __future__ import annotations
 
@@ -9,37 +13,30 @@ import io
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gpicl_bench import (
-    __version__,
-    analysis,
-    atomic,
-    batching,
-    checkpoints,
-    distributed,
-    engine,
-    plots,
-    reference,
-    report,
-    training,
-    training_options,
-)
-from gpicl_bench.encoders import ENCODERS
+from gpicl_bench import __version__, atomic, batching, devices, training_options
+from gpicl_bench.encoders import ENCODERS, encoder_ref
 from gpicl_bench.errors import UserError
-from gpicl_bench.features import EncodedSuite, EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
-from gpicl_bench.results import GroupKey, ResultsFile, load
+from gpicl_bench.registry import Entry, Registry
 from gpicl_bench.spec import Spec, load_spec, read_toml
-from gpicl_bench.suites import SUITES, open_suite
+from gpicl_bench.suites import SUITES, open_suite, suite_ref
+
+if TYPE_CHECKING:
+    import torch
+    from rich.progress import Progress, TaskID, TextColumn
+
+    from gpicl_bench import distributed
+    from gpicl_bench.features import EncodeProgress, FeatureSettings
+    from gpicl_bench.results import GroupKey, ResultsFile
 
 app = typer.Typer(
     name="gpicl-bench",
@@ -117,7 +114,7 @@ def run(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[
         str, typer.Option(help="Episodes per batch, or auto (the most that fit in memory); results never depend on it.")
-    ] = str(engine.DEFAULT_BATCH_SIZE),
+    ] = str(batching.DEFAULT_BATCH_SIZE),
     out: Annotated[Path | None, typer.Option(help="Results file (default: results/<name>-<timestamp>.h5).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Complete the missing groups of this results file.")] = None,
     show_spec: Annotated[bool, typer.Option(help="Print the resolved spec as TOML and exit.")] = False,
@@ -143,10 +140,15 @@ def run(
     if resume is not None and (spec_path is not None or any(v not in (None, []) for v in overrides.values())):
         raise UserError("--resume takes the spec stored in the file; drop the spec and setting options")
     spec = None if resume is not None else (load_spec(spec_path) if spec_path else Spec()).replace(**overrides)
-    if spec is not None and show_spec:
-        sys.stdout.write(spec.to_toml())
-        return
-    with distributed.processes(engine.resolve_device(device)) as (ranks, torch_device):
+    if spec is not None:
+        spec.check_references()
+        if show_spec:
+            sys.stdout.write(spec.to_toml())
+            return
+    chosen_device = devices.resolve_device(device)
+    from gpicl_bench import distributed  # torch: after every check that needs none
+
+    with distributed.processes(chosen_device) as (ranks, torch_device):
         _run(spec, resume, out, ranks, torch_device, batch, skip_bad_images, quiet or not ranks.is_main)
 
 
@@ -162,6 +164,9 @@ def _run(
 ) -> None:
     """The run command on one process (``spec`` None: resume ``resume``): rank 0 owns the results file and the
     output, every rank evaluates."""
+    from gpicl_bench import analysis, distributed, engine, report
+    from gpicl_bench.results import ResultsFile, load
+
     results: ResultsFile | None = None
     try:
         if spec is None:
@@ -211,6 +216,8 @@ def _evaluate(
     progress: Progress,
 ) -> None:
     """Run the spec's missing groups with a progress bar per group; Ctrl-C says how to complete the file."""
+    from gpicl_bench import engine
+
     tasks: dict[GroupKey, int] = {}
 
     def on_progress(key: GroupKey, done: int, total: int) -> None:
@@ -257,6 +264,10 @@ def compare(
     """Compare learners that saw the same episodes: paired differences, 95% CIs and p-values."""
     if output is not None:
         atomic.check_writable(output)
+    for file in files:
+        atomic.existing_file(file, "results file")
+    from gpicl_bench import analysis, reference, report  # pandas and scipy: after the checks that need neither
+
     fraction = None if margin is None else margin / 100
     summary, pairs = analysis.compare(analysis.load_many(files), test.value, fraction)
     published, notes = reference.beside(summary, references) if references else (None, [])
@@ -289,6 +300,10 @@ def export_csv(
     """Export results as tidy CSV for pandas, spreadsheets and papers."""
     if output is not None:
         atomic.check_writable(output)
+    atomic.existing_file(file, "results file")
+    from gpicl_bench import analysis
+    from gpicl_bench.results import load
+
     frame = load(file)
     table = frame if per_episode else analysis.summarise(frame)
     _write_text(table.to_csv(index=False), output)
@@ -320,24 +335,30 @@ def _train(
 ) -> None:
     """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint (several
     processes: torchrun, DistributedDataParallel)."""
-    with distributed.processes(engine.resolve_device(device)) as (ranks, torch_device):
-        _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs, resume, force)
+    values = read_toml(spec_path) if spec_path is not None else {}
+    spec_out = values.pop("out", None)
+    values.update({k: v for k, v in knobs.items() if v is not None})
+    options = training_options.TrainingOptions.from_values(values, str(spec_path or "options"))
+    chosen_device = devices.resolve_device(device)
+    from gpicl_bench import distributed  # torch: after every check that needs none
+
+    with distributed.processes(chosen_device) as (ranks, torch_device):
+        _train_on(ranks, torch_device, options, out or spec_out, quiet or not ranks.is_main, resume, force)
 
 
 def _train_on(
     ranks: distributed.Ranks,
     torch_device: torch.device,
-    spec_path: Path | None,
-    out: Path | None,
+    options: training_options.TrainingOptions,
+    target: str | Path | None,
     quiet: bool,
-    knobs: dict[str, Any],
     resume: bool,
     force: bool,
 ) -> None:
-    values = read_toml(spec_path) if spec_path is not None else {}
-    target = out or values.pop("out", None)
-    values.update({k: v for k, v in knobs.items() if v is not None})
-    options = training.TrainingOptions.from_values(values, str(spec_path or "options"))
+    from rich.progress import TextColumn
+
+    from gpicl_bench import checkpoints, training
+
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(target) if target else Path("results") / "checkpoints" / f"{options.kind}-{stamp}.safetensors"
     progress = _progress(quiet, TextColumn("{task.fields[info]}"))
@@ -400,16 +421,35 @@ def plot(
     output: Annotated[Path, typer.Option("--output", "-o", help="Figure file (PNG, PDF, SVG).")] = Path("results.png"),
 ) -> None:
     """Plot accuracy vs shots with 95% CIs, and in-context learning curves (needs the plot extra: matplotlib)."""
+    atomic.existing_file(file, "results file")
+    from gpicl_bench import plots
+
     stdout.print(f"figure: {plots.plot_results(file, output)}", markup=False, highlight=False)
 
 
 @app.command()
 def learners() -> None:
-    """List the learners with their options."""
+    """List the learners with their options (installed packages' learners too)."""
     table = Table("learner", "description", "options (defaults)")
-    for entry in LEARNERS:
-        table.add_row(entry.name, entry.describe(), entry.option_help() or "-")
+    _add_rows(table, LEARNERS, lambda entry: [entry.describe(), entry.option_help() or "-"])
     stdout.print(table)
+
+
+def _suite_row(entry: Entry[Any]) -> list[str]:
+    options = entry.option_help()
+    default_dir = entry.attribute("default_dir")
+    if default_dir is not None:  # an image suite: say where it looks by default
+        options = options.replace("root", f"root=<data root>/{default_dir}", 1)
+    return [entry.describe(), ", ".join(entry.attribute("splits", ())), options or "project=False"]
+
+
+def _add_rows(table: Table, registry: Registry[Any], row: Callable[[Entry[Any]], list[str]]) -> None:
+    """One row per component; an installed one that fails to load is listed with the reason instead."""
+    for entry in registry:
+        try:
+            table.add_row(entry.name, *row(entry))
+        except UserError as error:
+            table.add_row(entry.name, f"cannot load: {error}", *[""] * (len(table.columns) - 2))
 
 
 @app.command()
@@ -423,15 +463,13 @@ def suites(
     one suite finds on disk."""
     if suite is None:
         table = Table("suite", "description", "splits", "options (defaults)")
-        for entry in SUITES:
-            splits = getattr(entry.factory, "splits", ())
-            options = entry.option_help()
-            if hasattr(entry.factory, "default_dir"):  # an image suite: say where it looks by default
-                options = options.replace("root", f"root=<data root>/{entry.factory.default_dir}", 1)
-            table.add_row(entry.name, entry.description, ", ".join(splits), options or "project=False")
+        _add_rows(table, SUITES, _suite_row)
         stdout.print(table)
         stdout.print(f"encoders for image suites: {', '.join(entry.name for entry in ENCODERS)}", highlight=False)
         return
+    suite_ref(suite)
+    from gpicl_bench.features import EncodedSuite, FeatureSettings  # torch: after the reference is checked
+
     opened = open_suite(suite, FeatureSettings(data_root=data_root or ""))
     table = Table("split", "classes", "images", "examples of classes", title=opened.label)
     for split in opened.suite.splits:
@@ -461,12 +499,18 @@ def features(
     """Fill the feature cache ahead of runs: encode image suites' splits once."""
     if workers < 0 or batch_size < 1:
         raise UserError("--workers must be ≥ 0 and --batch-size ≥ 1")
+    for text in suite:
+        suite_ref(text)
+    encoder_ref(encoder)
+    chosen_device = devices.resolve_device(device)
+    from gpicl_bench.features import EncodedSuite, FeatureSettings  # torch: after every check that needs none
+
     progress = _progress(quiet)
     settings = FeatureSettings(
         encoder,
         data_root or "",
         cache_dir or "",
-        str(engine.resolve_device(device)),
+        str(chosen_device),
         workers,
         batch_size,
         skip_bad_images,
@@ -486,6 +530,8 @@ def features(
 
 def _progress(quiet: bool, *extra: TextColumn) -> Progress:
     """The progress bar every long command shows on stderr (so stdout keeps only results)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

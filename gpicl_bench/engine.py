@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gpicl_bench import __version__, distributed
-from gpicl_bench.batching import BatchSize, episodes_per_batch
+from gpicl_bench.batching import DEFAULT_BATCH_SIZE, BatchSize, episodes_per_batch
 from gpicl_bench.distributed import Ranks
 from gpicl_bench.episodes import EpisodeSampler
 from gpicl_bench.errors import UserError
@@ -34,7 +34,6 @@ from gpicl_bench.results import GroupKey, ResultsFile
 from gpicl_bench.spec import Spec, spec_from_dict
 from gpicl_bench.suites import SplitData, open_suite
 
-DEFAULT_BATCH_SIZE = 500
 BYTES_PER_EPISODE = 8 + 4 + 8  # episode int64, correct int32, accuracy float64
 LONG_RUN_EPISODES = 1_000_000  # runs this long say up front what they will cost
 SINGLE_PROCESS = Ranks()
@@ -58,17 +57,6 @@ class GroupOutcome:
     @property
     def episodes_per_second(self) -> float:
         return len(self.correct) / self.seconds if self.seconds > 0 else float("inf")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; asking for CUDA without it is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but this torch build sees no CUDA device")
-    return torch.device(name)
 
 
 def _git_commit() -> str:

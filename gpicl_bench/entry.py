@@ -1,5 +1,5 @@
-"""The program's first code, kept free of heavy imports: Ctrl-C while torch and the CLI load (seconds) still ends
-with one line and exit code 130 instead of a traceback."""
+"""The program's first code, kept free of imports: Ctrl-C while the command line loads still ends with one line
+and exit code 130 instead of a traceback."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gpicl_bench.episode_shape import EpisodeShape
 from gpicl_bench.errors import UserError
 
 _MASK32 = 0xFFFFFFFF
@@ -95,26 +96,6 @@ def floyd_sample(key: Tensor, counters: tuple[Tensor, ...], population: Tensor, 
         taken = (chosen[:, :step] == picks[:, step, None]).any(dim=1)
         chosen[:, step] = torch.where(taken, uppers[:, step], picks[:, step])
     return chosen
-
-
-@dataclass(frozen=True)
-class EpisodeShape:
-    """N-way K-shot Q-query: ``way`` classes, ``shot`` support and ``query`` query images per class."""
-
-    way: int
-    shot: int
-    query: int
-
-    def __post_init__(self) -> None:
-        for name in ("way", "shot", "query"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if self.way < 2:
-            raise UserError(f"way must be at least 2, got {self.way}")
-
-    def __str__(self) -> str:
-        return f"{self.way}-way {self.shot}-shot {self.query}-query"
 
 
 @dataclass(frozen=True)

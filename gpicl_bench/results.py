@@ -154,11 +154,7 @@ class ResultsFile:
     @classmethod
     def open(cls, path: Path) -> ResultsFile:
         """An existing results file, checked to be one; anything else is a one-line user error."""
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"no such results file: {path}")
-        if path.is_dir():
-            raise UserError(f"{path} is a directory, not a results file")
+        path = atomic.existing_file(path, "results file")
         try:
             with _reading(path) as handle:
                 kind = _attr(handle.attrs.get("format", ""))

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpicl_bench.episodes import EpisodeShape
+from gpicl_bench import atomic
+from gpicl_bench.encoders import encoder_ref
+from gpicl_bench.episode_shape import EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.registry import learner_label
 from gpicl_bench.registry import Ref
+from gpicl_bench.suites import suite_ref
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,6 +87,15 @@ class Spec:
     def learner_labels(self) -> list[str]:
         return list(self.learner_refs())
 
+    def check_references(self) -> None:
+        """Raise the user error that an unknown name or a bad option in the spec's learners, suites or encoder would
+        meet later, before any data or model is loaded: built-in components are checked against their declared
+        options, importing nothing heavy. (Optional suites are checked where they run: an unusable one is skipped.)"""
+        self.learner_refs()
+        for text in self.suites:
+            suite_ref(text)
+        encoder_ref(self.encoder)
+
     def replace(self, **changes: Any) -> Spec:
         """A copy with the given fields changed; ``None`` values and empty sequences leave a field as it is."""
         kept = {k: v for k, v in changes.items() if v is not None and v != () and v != []}
@@ -135,9 +147,7 @@ def spec_from_dict(values: dict[str, Any], where: str = "spec") -> Spec:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file as a dict; a missing, unreadable or malformed file is a one-line user error."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such spec file: {path}")
+    path = atomic.existing_file(path, "spec file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:

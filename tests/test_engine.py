@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpicl_bench import batching, engine
+from gpicl_bench import batching, devices, engine
 from gpicl_bench.batching import BatchSize
 from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
@@ -118,10 +118,10 @@ def test_bad_shape_fails_before_any_group_is_written(tmp_path: Path) -> None:
 
 
 def test_device_resolution() -> None:
-    assert engine.resolve_device("cpu") == torch.device("cpu")
+    assert devices.resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(UserError, match="unknown device"):
-        engine.resolve_device("tpu")
+        devices.resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA"):
-            engine.resolve_device("cuda")
-        assert engine.resolve_device("auto") == torch.device("cpu")
+            devices.resolve_device("cuda")
+        assert devices.resolve_device("auto") == torch.device("cpu")

@@ -1,15 +1,19 @@
-"""What a suite provides: per split, a feature matrix and integer labels, plus class names for reports."""
+"""What a suite provides: per split, a feature matrix and integer labels, plus class names for reports.
+
+Importing it does not import torch: the suite registry (and with it the command line's start-up) imports it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from gpicl_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ def standardised_split(
     class_names: tuple[str, ...],
 ) -> SplitData:
     """One split with pixels z-normalised by the mean and std of all ``train`` pixels (GPICL's preprocessing)."""
+    import torch
+
     if split not in rows:
         raise UserError(f"{suite} has no split {split!r}; splits: {', '.join(rows)}")
     train = images[rows["train"]]

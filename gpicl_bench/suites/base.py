@@ -1,6 +1,6 @@
 """What a suite provides: per split, a feature matrix and integer labels, plus class names for reports.
 
-Importing it does not import torch: the suite registry (and with it the command line's start-up) imports it.
+Importing it imports neither torch nor numpy: the suite registry (and with it the command line's start-up) imports it.
 """
 
 from __future__ import annotations
@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 from gpicl_bench.errors import UserError
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import Tensor
 
 
@@ -42,6 +41,8 @@ class Suite(Protocol):
 def split_by_class(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Split rows per class by a fixed seeded shuffle: each split takes its fraction of every class (rounded), the
     last split the rest. Returns sorted row indices per split."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     names = list(fractions)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
@@ -65,6 +66,7 @@ def standardised_split(
     class_names: tuple[str, ...],
 ) -> SplitData:
     """One split with pixels z-normalised by the mean and std of all ``train`` pixels (GPICL's preprocessing)."""
+    import numpy as np
     import torch
 
     if split not in rows:

@@ -17,6 +17,7 @@ from gpicl_bench.errors import UserError
 from gpicl_bench.learners.registry import LEARNERS, learner_label
 from gpicl_bench.registry import Ref
 from gpicl_bench.results import load
+from gpicl_bench.suites import open_suite
 
 # The README's example: a learner written outside the repository.
 COSINE = '''
@@ -40,6 +41,18 @@ class Cosine(Learner):
         one_hot = F.one_hot(support_y, way).to(support_x.dtype)  # [E, S, way]
         means = one_hot.transpose(1, 2) @ support_x / one_hot.sum(1)[..., None]  # [E, way, D]
         return self.scale * F.normalize(query_x, dim=-1) @ F.normalize(means, dim=-1).transpose(1, 2)
+'''
+EVEN_DIGITS = '''
+from gpicl_bench.suites.digits import Digits
+
+
+class EvenDigits(Digits):
+    """The digits suite with its even classes only."""
+
+    def load(self, split):
+        data = super().load(split)
+        keep = data.labels % 2 == 0
+        return type(data)(data.features[keep], data.labels[keep] // 2, data.class_names[::2])
 '''
 QUICK = ["--episodes", "30", "--shots", "1", "--ways", "3", "--quiet"]
 
@@ -98,6 +111,14 @@ def test_module_learner_by_dotted_path(cosine_file: Path, monkeypatch: pytest.Mo
     ref = Ref.parse("mypkg.learners:Cosine:scale=3")
     assert LEARNERS.build(ref).scale == 3.0
     assert learner_label(ref) == "mypkg.learners:Cosine:scale=3.0"
+
+
+def test_suite_from_a_file_with_the_generic_project_option(tmp_path: Path) -> None:
+    path = tmp_path / "even.py"
+    path.write_text(EVEN_DIGITS)
+    opened = open_suite(f"{path}:EvenDigits:project")
+    assert opened.label == f"even.py@{digest(path)}:EvenDigits:project" and opened.project
+    assert opened.suite.load("test").class_names == ("0", "2", "4", "6", "8")
 
 
 def test_signature_conventions_of_outside_classes(tmp_path: Path) -> None:
@@ -179,16 +200,7 @@ def installed_package(site: Path) -> Path:
     PYTHONPATH: importlib.metadata finds its entry points there."""
     package = site / "cosine_plugin"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text(
-        COSINE
-        + "\n\nfrom gpicl_bench.suites.digits import Digits\n\n\n"
-        + "class EvenDigits(Digits):\n"
-        + '    """The digits suite with its even classes only."""\n\n'
-        + "    def load(self, split):\n"
-        + "        data = super().load(split)\n"
-        + "        keep = data.labels % 2 == 0\n"
-        + "        return type(data)(data.features[keep], data.labels[keep] // 2, data.class_names[::2])\n"
-    )
+    (package / "__init__.py").write_text(COSINE + EVEN_DIGITS)
     info = site / "cosine_plugin-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cosine-plugin\nVersion: 0.1\n")

@@ -1,8 +1,10 @@
 """Start-up time of the command line: how long the commands users wait on return, and what each one imports.
 
 Each command runs in a fresh interpreter, the commands interleaved round by round (so that a burst of load on a
-shared machine hits all of them alike); the table gives the median, fastest and slowest wall time, and whether the
-command imported any of the heavy libraries, which the command line loads only where a command needs them.
+shared machine hits all of them alike); the table gives the median, fastest and slowest wall time, the median CPU
+time (user + system: start-up runs on one core, so this is about the wall time on an idle machine, and it varies far
+less with other load), and whether the command imported any of the heavy libraries, which the command line loads
+only where a command needs them.
 
     .venv/bin/python benchmarks/perf/startup.py                 # 7 rounds of every command below
     .venv/bin/python benchmarks/perf/startup.py --rounds 15
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,16 +52,17 @@ sys.stderr.write("\\nHEAVY=" + ",".join(sorted(m for m in {heavy!r} if m in sys.
 """
 
 
-def time_command(args: list[str], cwd: str) -> tuple[float, str]:
-    """Wall seconds of one fresh-interpreter run of the command line, and the heavy libraries it imported."""
+def time_command(args: list[str], cwd: str) -> tuple[float, float, str]:
+    """Wall and CPU seconds of one fresh-interpreter run of the command line, and the heavy libraries it imported."""
     probe = _PROBE.format(heavy=HEAVY)
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", probe, *args], cwd=cwd, capture_output=True, text=True, env={**os.environ}
-    )
+    done = subprocess.run([sys.executable, "-c", probe, *args], cwd=cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
     heavy = done.stderr.rsplit("HEAVY=", 1)[-1].strip() if "HEAVY=" in done.stderr else "?"
-    return seconds, heavy
+    return seconds, cpu, heavy
 
 
 def main() -> None:
@@ -66,19 +70,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="runs of each command (default 7)")
     args = parser.parse_args()
     times: dict[str, list[float]] = {name: [] for name, _ in COMMANDS}
+    cpu_times: dict[str, list[float]] = {name: [] for name, _ in COMMANDS}
     imported: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as cwd:  # relative paths of the error cases name nothing there
         for _ in range(args.rounds):
             for name, command in COMMANDS:
-                seconds, heavy = time_command(command, cwd)
+                seconds, cpu, heavy = time_command(command, cwd)
                 times[name].append(seconds)
+                cpu_times[name].append(cpu)
                 imported[name] = heavy
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{args.rounds} rounds, {os.cpu_count()} CPUs, load average {load:.2f} at the end")
-    print(f"{'command':32} {'median s':>9} {'fastest':>8} {'slowest':>8}  heavy imports")
+    print(f"{'command':32} {'median s':>9} {'fastest':>8} {'slowest':>8} {'CPU s':>6}  heavy imports")
     for name, _ in COMMANDS:
-        runs = times[name]
-        print(f"{name:32} {statistics.median(runs):9.2f} {min(runs):8.2f} {max(runs):8.2f}  {imported[name] or '-'}")
+        runs, cpu = times[name], statistics.median(cpu_times[name])
+        wall = f"{statistics.median(runs):9.2f} {min(runs):8.2f} {max(runs):8.2f}"
+        print(f"{name:32} {wall} {cpu:6.2f}  {imported[name] or '-'}")
 
 
 if __name__ == "__main__":

@@ -295,16 +295,17 @@ def load_attribute(target: str) -> Any:
 
 
 def load_outside(target: str, origin: str) -> Any:
-    """The object ``SOURCE:ATTR`` names (a dotted module path or a ``.py`` file); anything that stops it from loading
-    is a one-line user error naming ``origin``."""
+    """The object ``SOURCE:ATTR`` names (a dotted module path or a ``.py`` file; ATTR may be dotted, as entry points
+    allow); anything that stops it from loading is a one-line user error naming ``origin``."""
     source, _, attribute = target.partition(":")
-    module = _exec_file(Path(source), origin) if _is_file(source) else _import(source, origin)
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        close = difflib.get_close_matches(attribute, [n for n in vars(module) if not n.startswith("_")], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"{origin} has no {attribute!r}{hint}") from None
+    found: Any = _exec_file(Path(source), origin) if _is_file(source) else _import(source, origin)
+    for part in attribute.split("."):
+        if not hasattr(found, part):
+            close = difflib.get_close_matches(part, [n for n in dir(found) if not n.startswith("_")], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{origin} has no {attribute!r}{hint}")
+        found = getattr(found, part)
+    return found
 
 
 @functools.cache
@@ -326,7 +327,7 @@ def _import(module: str, origin: str) -> types.ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
-        if error.name is not None and module.startswith(error.name):
+        if error.name is not None and (module + ".").startswith(error.name + "."):  # the module itself is missing
             raise UserError(f"{origin}: no module named {error.name!r} (is it installed, or on PYTHONPATH?)") from None
         raise UserError(f"{origin} fails to import: {_one_line(error)}") from error
     except Exception as error:

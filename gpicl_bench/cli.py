@@ -36,6 +36,7 @@ from gpicl_bench.encoders import ENCODERS
 from gpicl_bench.errors import UserError
 from gpicl_bench.features import EncodedSuite, EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.learners.training_options import knob_type
 from gpicl_bench.results import GroupKey, ResultsFile, load
 from gpicl_bench.spec import Spec, load_spec, read_toml
 from gpicl_bench.suites import SUITES, open_suite
@@ -368,7 +369,7 @@ def _train_on(
 
 def _training_knob(field: dataclasses.Field[object]) -> inspect.Parameter:
     """A CLI option for one training knob, defaulting to None so that a spec's value is kept unless given."""
-    kind = training.knob_type(field)
+    kind = knob_type(field)
     flag = "--" + field.name.replace("_", "-")
     names = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
     option = typer.Option(

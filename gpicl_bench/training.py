@@ -30,9 +30,8 @@ from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
 from gpicl_bench.features import FeatureSettings
-from gpicl_bench.learners import input_rule
+from gpicl_bench.learners.models import build_model
 from gpicl_bench.learners.sequence import (
-    SequenceConfig,
     SequenceLearner,
     SequenceModel,
     episode_tokens,
@@ -40,151 +39,15 @@ from gpicl_bench.learners.sequence import (
     prepare_inputs,
     shift_labels,
 )
+from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.suites import SplitData, open_suite
-from gpicl_bench.tasks import SOURCES, TaskBatch, TaskDistribution, TaskStream
+from gpicl_bench.tasks import TaskBatch, TaskStream
 
-_KNOB_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
-KNOB_NOUNS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 PLATEAU_EXIT = 0.8  # the loss has left the plateau once the smoothed loss of regular tasks is below 80% of chance
 HELD_OUT_QUERIES = 5
 SEEN_SEQUENCES = 256
 SINGLE_PROCESS = Ranks()
 HELD_OUT_SEED = 1_000_003  # seed of the held-out episodes (val split, evaluation projection stream)
-
-
-def knob_type(field: dataclasses.Field[Any]) -> type:
-    """The type of a training knob (annotations are strings here, under postponed evaluation)."""
-    return _KNOB_TYPES[str(field.type)]
-
-
-def knob(default: Any, help: str) -> Any:
-    """A training option with the help text that ``gpicl-bench train --help`` shows."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    """Every knob of meta-training. The defaults leave the loss plateau reliably; the shipped checkpoint's recipe
-    (benchmarks/gpicl-mixed-train.toml) is these with a wider model, more steps and float16 storage."""
-
-    source: str = knob(
-        "digits",
-        "suite reference(s) whose 'train' splits provide the inputs, joined by '+' (e.g. digits, cub+aircraft)",
-    )
-    encoder: str = knob("pixels", "encoder of image sources (their features come from the feature cache)")
-    data_root: str = knob("", "folder of the image sources' data (default: $GPICL_BENCH_DATA)")
-    cache_dir: str = knob("", "feature cache folder (default: $GPICL_BENCH_CACHE or ~/.cache/gpicl-bench)")
-    kind: str = knob("transformer", "model: transformer (GPICL) or lstm")
-    d_model: int = knob(128, "model width (transformer) or hidden size (lstm)")
-    layers: int = knob(4, "number of Transformer blocks or LSTM layers")
-    heads: int = knob(1, "attention heads (transformer); one head as wide as the model matches inputs best")
-    rotary_fraction: float = knob(0.0, "share of each attention head's dimensions given rotary positions (transformer)")
-    input_rule: str = knob(
-        "centre+basis+scale",
-        "how inputs reach the model, from each episode's support: parts of centre+basis+scale, or standardise",
-    )
-    max_classes: int = knob(10, "label outputs of the model; N-way episodes use the first N")
-    way: int = knob(10, "classes per meta-training task (the most, with min_way)")
-    min_way: int = knob(2, "if set, each task's class count is uniform in [min_way, way] (0 = always way)")
-    sequence_length: int = knob(60, "examples per meta-training sequence (L; the most, with min_length)")
-    min_length: int = knob(2, "if set, each step's sequences have a length uniform in [min_length, sequence_length]")
-    queries: int = knob(10, "query slots after each sequence, each read like an episode's query (sees the L examples)")
-    balanced: float = knob(0.5, "share of sequences with equal class counts in a random order (like a support set)")
-    mix_suite: float = knob(0.4, "share of each batch drawn from the source suites (projected when project is set)")
-    mix_gaussian: float = knob(0.2, "share of synthetic Gaussian-mixture tasks (random subspaces, spectra, separation)")
-    mix_nonlinear: float = knob(0.2, "share of synthetic tasks: clustered latents through a random tanh network")
-    mix_fields: float = knob(0.2, "share of synthetic tasks: smooth random image-like fields, some squashed to strokes")
-    tasks: int = knob(0, "number of distinct tasks: 0 = fresh tasks every step, else a finite pool (e.g. 2**13)")
-    bias_fraction: float = knob(0.0, "share of every batch that uses one fixed label permutation (curriculum)")
-    copy_fraction: float = knob(0.25, "share of every batch whose tasks repeat one fixed image per class")
-    curriculum_steps: int = knob(
-        500, "min_way and copy_fraction apply for this many steps, and on until the loss plateau is left (0 = always)"
-    )
-    project: bool = knob(True, "random linear projection per task (GPICL's augmentation)")
-    batch_size: int = knob(128, "sequences per step (meta-batch size)")
-    steps: int = knob(2000, "optimiser steps")
-    time_budget: float = knob(0.0, "stop after this many seconds (0 = no limit)")
-    lr: float = knob(3e-3, "Adam learning rate after warm-up (cosine decay to lr/10 at the last step)")
-    adam_eps: float = knob(1e-8, "Adam epsilon (the paper: smaller helps to leave the loss plateau)")
-    warmup: int = knob(100, "linear learning-rate warm-up steps")
-    clip: float = knob(1.0, "gradient-norm clipping")
-    seed: int = knob(0, "seed of the initialisation and the task stream")
-    eval_every: int = knob(250, "steps between held-out evaluations")
-    eval_episodes: int = knob(500, "episodes per held-out evaluation")
-    eval_way: int = knob(5, "classes of the held-out episodes (5 queries per class, 'val' split)")
-    eval_shot: int = knob(5, "shots of the held-out episodes")
-    weights_dtype: str = knob(
-        "float32", "how the checkpoint stores its weights: float32, or float16 for half the file (computed in float32)"
-    )
-
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise UserError(f"training option {field.name} must be a finite number, got {value}")
-        if not 0.0 <= self.rotary_fraction <= 1.0:
-            raise UserError(f"training option rotary_fraction is a share between 0 and 1, got {self.rotary_fraction}")
-        counts = ("batch_size", "steps", "eval_every", "eval_episodes", "eval_shot", "d_model", "layers", "heads")
-        for name in counts:
-            if getattr(self, name) < 1:
-                raise UserError(f"training option {name} must be a positive whole number, got {getattr(self, name)}")
-        if not 2 <= self.eval_way <= self.max_classes:
-            raise UserError(f"eval_way must be between 2 and max_classes ({self.max_classes}), got {self.eval_way}")
-        if self.lr <= 0 or self.adam_eps <= 0 or self.time_budget < 0 or self.warmup < 0 or self.clip <= 0:
-            raise UserError("lr, adam_eps and clip must be positive; time_budget and warmup not negative")
-        if self.weights_dtype not in checkpoints.WEIGHT_DTYPES:
-            raise UserError(
-                f"weights_dtype must be one of {', '.join(checkpoints.WEIGHT_DTYPES)}, got {self.weights_dtype!r}"
-            )
-        if self.way > self.max_classes:
-            raise UserError(f"way ({self.way}) exceeds the model's max_classes ({self.max_classes})")
-        input_rule.check(self.input_rule)
-        self.distribution()  # the task knobs (ways, lengths, shares, mixture) are checked where they are used
-
-    def model_config(self, input_dim: int) -> SequenceConfig:
-        return SequenceConfig(
-            kind=self.kind,
-            input_dim=input_dim,
-            max_classes=self.max_classes,
-            d_model=self.d_model,
-            layers=self.layers,
-            heads=self.heads,
-            rotary_fraction=self.rotary_fraction,
-            input_rule=self.input_rule,
-        )
-
-    def distribution(self, warming_up: bool = True) -> TaskDistribution:
-        """The task distribution; after the curriculum (``warming_up`` False) without the plateau aids."""
-        return TaskDistribution(
-            way=self.way,
-            min_way=self.min_way if warming_up else 0,
-            length=self.sequence_length,
-            min_length=self.min_length,
-            queries=self.queries,
-            balanced=self.balanced,
-            tasks=self.tasks,
-            bias_fraction=self.bias_fraction,
-            copy_fraction=self.copy_fraction if warming_up else 0.0,
-            project=self.project,
-            mix=tuple(getattr(self, f"mix_{source}") for source in SOURCES),
-            seed=self.seed,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_values(cls, values: dict[str, Any], where: str) -> TrainingOptions:
-        """Options from a spec or flags, each value checked against its field's type."""
-        fields = {f.name: knob_type(f) for f in dataclasses.fields(cls)}
-        for key, value in values.items():
-            if key not in fields:
-                raise UserError(f"{where}: unknown training option {key!r}; options: {', '.join(fields)}")
-            expected = fields[key]
-            valid = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-            if not valid and not (expected is float and isinstance(value, int) and not isinstance(value, bool)):
-                raise UserError(f"{where}: option {key!r} must be {KNOB_NOUNS[expected]}, got {value!r}")
-        return cls(**{k: float(v) if fields[k] is float else v for k, v in values.items()})
 
 
 @dataclass(frozen=True)
@@ -214,11 +77,11 @@ class HeldOut:
     episodes: int
 
     @classmethod
-    def of(cls, options: TrainingOptions, device: torch.device) -> HeldOut:
-        data = source_data(options, "val", device)
+    def of(cls, options: TrainingOptions, settings: FeatureSettings) -> HeldOut:
+        data = source_data(options, "val", settings)
         shape = EpisodeShape(options.eval_way, options.eval_shot, HELD_OUT_QUERIES)
         sampler = EpisodeSampler(data.labels, shape, HELD_OUT_SEED, where=f"split 'val' of {options.source!r}")
-        return cls(data, sampler.to(device), options.eval_episodes)
+        return cls(data, sampler.to(data.features.device), options.eval_episodes)
 
     def accuracy(self, model: SequenceModel) -> float:
         was_training = model.training
@@ -228,15 +91,26 @@ class HeldOut:
         return float(np.mean(correct)) / (self.sampler.shape.way * HELD_OUT_QUERIES)
 
 
-def source_labels(options: TrainingOptions, device: torch.device) -> list[str]:
+def source_settings(
+    options: TrainingOptions, device: torch.device, extraction: FeatureSettings | None = None
+) -> FeatureSettings:
+    """How the training sources become features on ``device``: through the options' encoder, data root and cache;
+    a run's own settings (``extraction``) add how it reads images (progress, decoding threads, unreadable images)."""
+    base = extraction or FeatureSettings()
+    return dataclasses.replace(
+        base, encoder=options.encoder, data_root=options.data_root, cache_dir=options.cache_dir, device=str(device)
+    )
+
+
+def source_labels(options: TrainingOptions, settings: FeatureSettings) -> list[str]:
     """The canonical labels of the training sources (image sources name their encoder)."""
-    return [open_suite(text, _settings(options, device)).label for text in _source_texts(options)]
+    return [open_suite(text, settings).label for text in _source_texts(options)]
 
 
-def source_data(options: TrainingOptions, split: str, device: torch.device) -> SplitData:
-    """One split of all training sources on ``device``, classes of different sources kept apart; image sources are
-    read through the encoder and the feature cache, so universal meta-training runs on cached features."""
-    parts = [open_suite(text, _settings(options, device)) for text in _source_texts(options)]
+def source_data(options: TrainingOptions, split: str, settings: FeatureSettings) -> SplitData:
+    """One split of all training sources on the settings' device, classes of different sources kept apart; image
+    sources are read through the encoder and the feature cache, so universal meta-training runs on cached features."""
+    parts = [open_suite(text, settings) for text in _source_texts(options)]
     loaded = [(part.label, part.suite.load(split)) for part in parts]
     dims = {data.dim for _, data in loaded}
     if len(dims) > 1:
@@ -245,6 +119,7 @@ def source_data(options: TrainingOptions, split: str, device: torch.device) -> S
     features = torch.cat([data.features for _, data in loaded])
     labels = torch.cat([data.labels + int(offset) for (_, data), offset in zip(loaded, offsets[:-1], strict=True)])
     names = tuple(f"{label}/{name}" if len(loaded) > 1 else name for label, data in loaded for name in data.class_names)
+    device = torch.device(settings.device)
     return SplitData(features.to(device), labels.to(device), names)
 
 
@@ -253,10 +128,6 @@ def _source_texts(options: TrainingOptions) -> list[str]:
     if not all(texts):
         raise UserError(f"malformed training source {options.source!r}: empty name between '+'")
     return texts
-
-
-def _settings(options: TrainingOptions, device: torch.device) -> FeatureSettings:
-    return FeatureSettings(options.encoder, options.data_root, options.cache_dir, str(device))
 
 
 def seen_task_accuracy(model: SequenceModel, stream: TaskStream, options: TrainingOptions) -> float:
@@ -310,10 +181,12 @@ def train(
     on_log: Callable[[TrainingLog], None] | None = None,
     ranks: Ranks = SINGLE_PROCESS,
     state: Path | None = None,
+    extraction: FeatureSettings | None = None,
 ) -> TrainingResult:
     """Meta-train a sequence model from scratch, or from ``state`` when that file exists; deterministic on one
     device for given options, resumed or not. With ``state``, rank 0 saves the run there at every held-out check and
-    when the time budget ends it (:mod:`gpicl_bench.training_state`).
+    when the time budget ends it (:mod:`gpicl_bench.training_state`). ``extraction``: how images are read (see
+    :func:`source_settings`).
 
     Under torchrun each rank computes its contiguous share of every batch's sequences (the task stream is a pure
     function of step and sequence) and DistributedDataParallel averages the gradients, which is the full batch's
@@ -323,12 +196,13 @@ def train(
     if options.batch_size % ranks.world_size:
         raise UserError(f"batch_size ({options.batch_size}) must be a multiple of the {ranks.world_size} processes")
     share = ranks.shard(options.batch_size)
-    data = source_data(options, "train", device)
-    held_out = HeldOut.of(options, device)
+    settings = source_settings(options, device, extraction)
+    data = source_data(options, "train", settings)
+    held_out = HeldOut.of(options, settings)
     warm_up_stream = TaskStream(data, options.distribution(warming_up=True))
     main_stream = TaskStream(data, options.distribution(warming_up=False))
     torch.manual_seed(options.seed)
-    model = checkpoints.build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
+    model = build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
     model.to(device).train()
     network: SequenceModel | DistributedDataParallel = model
     if ranks.distributed:
@@ -404,7 +278,7 @@ def train(
     metadata = {
         "training": options.to_dict(),
         "data": {
-            "sources": source_labels(options, device),
+            "sources": source_labels(options, settings),
             "split": "train",
             "dim": data.dim,
             "classes": len(data.class_names),

@@ -287,6 +287,7 @@ def train(
         "steps": step,
         "seconds": time.perf_counter() - started,
         "device": device.type,
+        "processes": ranks.world_size,
         "torch_version": str(torch.__version__),
         "metrics": {
             "final_loss": smoothed,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from gpicl_bench.distributed import Ranks
-from gpicl_bench.results import load, load_curves
+from gpicl_bench.results import ResultsFile, load, load_curves
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +64,17 @@ def test_train_on_two_processes_matches_one(tmp_path: Path) -> None:
         _gpicl_bench("run", "--learner", f"gpicl:checkpoint={tmp_path / name}", "--episodes", 200, "--quiet",
                      "--shots", 5, "--out", tmp_path / f"{name}.h5")  # fmt: skip
     assert np.array_equal(load(tmp_path / "one.h5")["correct"], load(tmp_path / "two.h5")["correct"])
+
+
+def test_a_fresh_learner_in_a_run_is_meta_trained_by_all_processes_together(tmp_path: Path) -> None:
+    """Under torchrun the fitting layer trains a fresh learner as ``train`` does, sharing each batch between the
+    processes; the evaluation that follows matches one process's (as checkpoints trained both ways do, above)."""
+    fresh = "gpicl:fresh,d_model=16,layers=1,heads=2,steps=6,batch_size=16,eval_every=6,eval_episodes=20"
+    args = ["run", "--learner", fresh, "--episodes", 60, "--shots", 5, "--quiet"]
+    _gpicl_bench(*args, "--out", tmp_path / "one.h5")
+    _gpicl_bench(*args, "--out", tmp_path / "two.h5", processes=2)
+    assert np.array_equal(load(tmp_path / "one.h5")["correct"], load(tmp_path / "two.h5")["correct"])
+    [(attrs, _)] = list(ResultsFile.open(tmp_path / "two.h5").groups())
+    details = json.loads(attrs["learner_details"])
+    assert details["processes"] == 2 and details["steps"] == 6
+    assert 0 <= details["metrics"]["held_out_accuracy"] <= 1  # measured by rank 0, which writes the results

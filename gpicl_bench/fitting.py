@@ -28,14 +28,13 @@ from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.suites import OpenSuite, SplitData, open_suite
 
 log = logging.getLogger(__name__)
-SINGLE_PROCESS = Ranks()
 
 
 def fit(
     learner: Learner,
     device: torch.device | str = "cpu",
     settings: FeatureSettings | None = None,
-    ranks: Ranks = SINGLE_PROCESS,
+    ranks: Ranks = training.SINGLE_PROCESS,
     name: str = "",
 ) -> Learner:
     """Meta-train ``learner`` on ``device`` if it declares a need not met yet, reading sources with ``settings``

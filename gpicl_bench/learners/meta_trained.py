@@ -42,7 +42,7 @@ class MetaTrained(Learner):
     """A sequence model from a checkpoint, or, when ``fresh``, one that declares its meta-training (its options) and
     predicts once :mod:`gpicl_bench.fitting` has fitted it."""
 
-    relabelling_equivariant = False  # labels enter through learned embeddings of the label tokens
+    relabelling_equivariant = SequenceLearner.relabelling_equivariant  # it predicts through one
 
     def __init__(
         self, kind: str, checkpoint: str, fresh: bool, inference: dict[str, Any], training: dict[str, Any]

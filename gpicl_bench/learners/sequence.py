@@ -160,6 +160,8 @@ class SequenceLearner(Learner):
     ``auto``. ``compile`` runs the model through ``torch.compile`` (same numbers up to kernel rounding).
     """
 
+    relabelling_equivariant = False  # labels enter through the tokens' one-hot, read by learned weights
+
     def __init__(
         self, model: SequenceModel, orders: int = 1, views: int = 1, precision: str = "auto", compile: bool = False
     ) -> None:

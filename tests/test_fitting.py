@@ -21,7 +21,7 @@ from layouts_fine_grained import write_folder
 from torch import Tensor, nn
 
 import gpicl_bench.learners
-from gpicl_bench import fitting
+from gpicl_bench import checkpoints, fitting
 from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.features import FeatureSettings
@@ -77,6 +77,12 @@ def test_learner_modules_import_no_data_training_or_cli_code() -> None:
     loaded = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout
     assert "gpicl_bench.learners.registry" in loaded.split()
     assert not [module for module in loaded.split() if _forbidden(module)]
+
+
+def test_checkpoints_know_no_learner_module() -> None:
+    """The checkpoint format is below the learners that load it: no import cycle between them."""
+    imported = _imported(Path(checkpoints.__file__))
+    assert not [module for module in imported if module.startswith("gpicl_bench.learners")]
 
 
 def test_the_import_check_sees_every_spelling(tmp_path: Path) -> None:

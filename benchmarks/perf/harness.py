@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from gpicl_bench import fitting
 from gpicl_bench.batching import AUTO, episodes_per_batch, parse_batch_size
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
@@ -812,9 +813,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def build_learners(texts: list[str], device: torch.device) -> list[tuple[str, str, Learner]]:
-    """(canonical label, registry name, learner on the device) per reference; bad references raise UserError."""
+    """(canonical label, registry name, learner on the device, meta-trained if it needs it) per reference; bad
+    references raise UserError."""
     refs = [LEARNERS.canonical(Ref.parse(text)) for text in texts]
-    return [(str(ref), ref.name, LEARNERS.build(ref).to(device)) for ref in refs]
+    return [(str(ref), ref.name, fitting.fit(LEARNERS.build(ref), device).to(device)) for ref in refs]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

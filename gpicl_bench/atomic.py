@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def check_writable(path: Path, what: str = "output") -> None:
         raise UserError(f"cannot write {what} {path}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {what} {path}: no permission to write in {parent}")
+
+
+def check_free_space(path: Path, needed: int, what: str) -> None:
+    """Refuse, before any work, to write about ``needed`` bytes beside ``path`` on a disk that has less free."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserError(f"{what} needs about {_megabytes(needed)} free beside {path}; {folder} has {_megabytes(free)}")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
 
 
 def write_error(path: Path, error: OSError) -> UserError:

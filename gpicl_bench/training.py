@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from gpicl_bench import checkpoints, distributed, training_state
+from gpicl_bench import atomic, checkpoints, distributed, training_state
 from gpicl_bench.distributed import Ranks
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
@@ -146,6 +146,13 @@ def seen_task_accuracy(model: SequenceModel, stream: TaskStream, options: Traini
     return float(correct[batch.regular].float().mean()) if batch.regular.any() else float("nan")
 
 
+def disk_needed(model: SequenceModel) -> int:
+    """Bytes a run writes beside its checkpoint at most at once: the old and the new training state (float32 weights
+    and Adam's two moments each) while one replaces the other, and the checkpoint (float32 at most)."""
+    parameters = sum(p.numel() for p in model.parameters())
+    return 2 * 3 * 4 * parameters + 4 * parameters
+
+
 def learning_rate_factor(options: TrainingOptions, step: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to a tenth of ``lr`` at ``steps``."""
     if step < options.warmup:
@@ -203,6 +210,8 @@ def train(
     main_stream = TaskStream(data, options.distribution(warming_up=False))
     torch.manual_seed(options.seed)
     model = build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
+    if state is not None and ranks.is_main:
+        atomic.check_free_space(state, disk_needed(model), "meta-training")
     model.to(device).train()
     network: SequenceModel | DistributedDataParallel = model
     if ranks.distributed:

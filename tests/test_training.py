@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from gpicl_bench import checkpoints, fitting
-from gpicl_bench.learners.models import load_model
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners.models import build_model, load_model
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.registry import Ref
 from gpicl_bench.results import load, load_curves
 from gpicl_bench.training import (
     HeldOut,
+    disk_needed,
     expected_chance_loss,
     learning_rate_factor,
     source_settings,
@@ -144,6 +148,27 @@ def test_half_precision_training_records_the_stored_models_accuracy(tmp_path: Pa
     held_out = HeldOut.of(options, source_settings(options, device))
     assert metadata["metrics"]["held_out_accuracy"] == held_out.accuracy(loaded)
     assert "float16" in metadata["metrics"]["weights"]
+
+
+def test_training_on_a_disk_without_room_fails_before_the_first_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that cannot hold the run's state and checkpoint is refused before any step, naming what is needed, and
+    nothing is written; given just the room the estimate asks for, the same run goes through."""
+    options = TrainingOptions(d_model=16, layers=1, heads=2, batch_size=8, steps=2, eval_every=2, eval_episodes=10)
+    needed = disk_needed(build_model(options.model_config(64)))  # digits: 64 features
+    real_usage = shutil.disk_usage
+    free = needed - 1
+
+    def usage(path: str | Path) -> Any:
+        return real_usage(path)._replace(free=free)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    with pytest.raises(UserError, match=r"^meta-training needs about [\d.]+ MB free beside .*small"):
+        train_to_checkpoint(options, torch.device("cpu"), tmp_path / "small")
+    assert list(tmp_path.iterdir()) == []
+    free = needed
+    assert train_to_checkpoint(options, torch.device("cpu"), tmp_path / "small").is_file()
 
 
 def test_schedule_and_chance() -> None:

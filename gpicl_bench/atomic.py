@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,20 @@ def existing_file(path: Path, what: str) -> Path:
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a {what}")
     return path
+
+
+def check_free_space(path: Path, needed: int, what: str) -> None:
+    """Refuse, before any work, to write about ``needed`` bytes beside ``path`` on a disk that has less free."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserError(f"{what} needs about {_megabytes(needed)} free beside {path}; {folder} has {_megabytes(free)}")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
 
 
 def write_error(path: Path, error: OSError) -> UserError:

@@ -1,6 +1,10 @@
 """Checkpoints of sequence learners: one safetensors file holding the weights and their config. Loading never
 unpickles.
 
+The format knows no model class: a model is saved with its settings (``config.to_dict()``), and loading hands those
+settings to a builder (the sequence-model kinds of :mod:`gpicl_bench.learners.models`), so that learners may load
+checkpoints without this module depending on them.
+
 ``NAME.safetensors`` holds the weights and, in its metadata (key ``gpicl_bench``), a JSON config: the format tag, the
 architecture (``model``), what produced it (training options, data, seed, steps, final metrics, package version) and
 the SHA-256 digest of the weights it was written with (``weights_sha256``). The file is written to a temporary and
@@ -13,32 +17,39 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from gpicl_bench import __version__, atomic
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.gpicl import GPICLTransformer
-from gpicl_bench.learners.lstm import LSTMLearner
-from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel
 
 FORMAT_NAME = "gpicl-bench-checkpoint"
 FORMAT_VERSION = 2
 METADATA_KEY = "gpicl_bench"
-MODEL_KINDS: dict[str, type[SequenceModel]] = {"transformer": GPICLTransformer, "lstm": LSTMLearner}
 SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "gpicl-mixed.safetensors"
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
+Model = TypeVar("Model", bound=nn.Module)
 
-def build_model(config: SequenceConfig) -> SequenceModel:
-    if config.kind not in MODEL_KINDS:
-        raise UserError(f"unknown model kind {config.kind!r}; kinds: {', '.join(MODEL_KINDS)}")
-    return MODEL_KINDS[config.kind](config)
+
+class Settings(Protocol):
+    """A model's settings, as a checkpoint records them."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Configured(Protocol):
+    """A model that carries the settings it was built from."""
+
+    config: Settings
+
+    def state_dict(self) -> dict[str, Tensor]: ...
 
 
 def paths(path: str | Path) -> tuple[Path, Path]:
@@ -53,7 +64,7 @@ def _as_stored(tensor: Tensor, dtype: str) -> Tensor:
     return tensor.to(WEIGHT_DTYPES[dtype]) if tensor.is_floating_point() else tensor
 
 
-def round_to_storage(model: SequenceModel, dtype: str) -> None:
+def round_to_storage(model: nn.Module, dtype: str) -> None:
     """Round the floating weights in place as ``save`` stores them in ``dtype``, so that metrics measured
     afterwards describe the model a checkpoint will load."""
     with torch.no_grad():
@@ -80,7 +91,7 @@ def weights_digest(tensors: dict[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save(path: str | Path, model: SequenceModel, metadata: dict[str, Any], dtype: str = "float32") -> Path:
+def save(path: str | Path, model: Configured, metadata: dict[str, Any], dtype: str = "float32") -> Path:
     """Write weights (floating tensors stored as ``dtype``, one of WEIGHT_DTYPES; loading casts them back to the
     model's float32) and config in one file, atomically; returns its path. A format 1 config beside it is removed
     after the new file is in place (the new file's own config takes precedence meanwhile)."""
@@ -163,12 +174,15 @@ def _digest_of_file(weights: Path, size: int, modified: int) -> str:
     return recorded if isinstance(recorded, str) else weights_digest(_load_tensors(weights))
 
 
-def load(path: str | Path, device: torch.device | str = "cpu") -> tuple[SequenceModel, dict[str, Any]]:
-    """The model of a checkpoint and its metadata; anything missing, corrupt or mismatched is a user error."""
+def load(
+    path: str | Path, build: Callable[[dict[str, Any]], Model], device: torch.device | str = "cpu"
+) -> tuple[Model, dict[str, Any]]:
+    """The model ``build`` makes from a checkpoint's model settings, holding the checkpoint's weights, and the
+    checkpoint's metadata; anything missing, corrupt or mismatched is a user error."""
     weights, _ = paths(path)
     metadata = read_metadata(path)
     try:
-        model = build_model(SequenceConfig.from_dict(metadata["model"]))
+        model = build(metadata["model"])
     except TypeError as error:
         raise UserError(f"checkpoint {weights.stem}: bad model settings: {error}") from None
     tensors = _load_tensors(weights, device)

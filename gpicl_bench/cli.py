@@ -22,9 +22,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpicl_bench import __version__, atomic, batching, devices, training_options
+from gpicl_bench import __version__, atomic, batching, devices
 from gpicl_bench.encoders import ENCODERS, encoder_ref
 from gpicl_bench.errors import UserError
+from gpicl_bench.learners import training_options
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Entry, Registry
 from gpicl_bench.spec import Spec, load_spec, read_toml

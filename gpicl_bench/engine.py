@@ -2,7 +2,9 @@
 
 The engine knows no particular suite or learner. For each suite it loads the split once and moves it to the device;
 for each episode shape it builds one sampler; each learner then runs over the episodes in batches, and the group is
-written as soon as it is complete. Batching only groups work: every episode is drawn from its own number.
+written as soon as it is complete. A learner that declares a need for meta-training is fitted first, untimed, when
+the run reaches it (:mod:`gpicl_bench.fitting`). Batching only groups work: every episode is drawn from its own
+number.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpicl_bench import __version__, distributed
+from gpicl_bench import __version__, distributed, fitting
 from gpicl_bench.batching import DEFAULT_BATCH_SIZE, BatchSize, episodes_per_batch
 from gpicl_bench.distributed import Ranks
 from gpicl_bench.episodes import EpisodeSampler
@@ -157,11 +159,13 @@ def workload(spec: Spec) -> tuple[int, int]:
 
 
 def check(spec: Spec, settings: FeatureSettings) -> None:
-    """Raise the user error that running ``spec`` would meet (unknown names, missing data, impossible shapes);
-    image suites are encoded here (or read from the cache), so the run itself starts at once."""
-    for ref in spec.learner_refs().values():
-        LEARNERS.build(ref)
+    """Raise the user error that running ``spec`` would meet (unknown names, missing data, impossible shapes, the
+    meta-training data of learners that need it); image suites are encoded here (or read from the cache), so the run
+    itself starts at once."""
+    learners = [LEARNERS.build(ref) for ref in spec.learner_refs().values()]
     _plan(spec, set(), settings)
+    for learner in learners:
+        fitting.check(learner, settings)
 
 
 def run(
@@ -193,7 +197,7 @@ def run(
         sampler = plan.sampler.to(device)
         for key in plan.keys:
             report = (lambda n, key=key: on_progress(key, n, len(shard))) if on_progress else None
-            learner = learners[key.learner].to(device)  # a fresh sequence learner meta-trains here, untimed
+            learner = fitting.fit(learners[key.learner], device, settings, ranks, key.learner).to(device)  # untimed
             batch = episodes_per_batch(batch_size, learner, sampler.shape, plan.data.dim, plan.project_inputs, device)
             started = dt.datetime.now(dt.timezone.utc)
             clock = time.perf_counter()

@@ -25,6 +25,7 @@ so evaluated projections are never ones seen in training.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -42,8 +43,10 @@ from gpicl_bench.episodes import (
     uniform_open,
 )
 from gpicl_bench.errors import UserError
-from gpicl_bench.suites import SplitData
 from gpicl_bench.synthetic import FAMILIES, Draw, SyntheticFamilies
+
+if TYPE_CHECKING:  # the task distribution is part of a learner's training options, which name no suite code
+    from gpicl_bench.suites import SplitData
 
 SOURCES = ("suite", *FAMILIES)
 

@@ -9,6 +9,7 @@ from the evaluation stream, which training never sees — and, with a state file
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -23,12 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from gpicl_bench import checkpoints, distributed, training_state
+from gpicl_bench import atomic, checkpoints, distributed, training_state
 from gpicl_bench.distributed import Ranks
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
 from gpicl_bench.features import FeatureSettings
+from gpicl_bench.learners.models import build_model
 from gpicl_bench.learners.sequence import (
     SequenceLearner,
     SequenceModel,
@@ -37,9 +39,9 @@ from gpicl_bench.learners.sequence import (
     prepare_inputs,
     shift_labels,
 )
+from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.suites import SplitData, open_suite
 from gpicl_bench.tasks import TaskBatch, TaskStream
-from gpicl_bench.training_options import TrainingOptions
 
 PLATEAU_EXIT = 0.8  # the loss has left the plateau once the smoothed loss of regular tasks is below 80% of chance
 HELD_OUT_QUERIES = 5
@@ -75,11 +77,11 @@ class HeldOut:
     episodes: int
 
     @classmethod
-    def of(cls, options: TrainingOptions, device: torch.device) -> HeldOut:
-        data = source_data(options, "val", device)
+    def of(cls, options: TrainingOptions, settings: FeatureSettings) -> HeldOut:
+        data = source_data(options, "val", settings)
         shape = EpisodeShape(options.eval_way, options.eval_shot, HELD_OUT_QUERIES)
         sampler = EpisodeSampler(data.labels, shape, HELD_OUT_SEED, where=f"split 'val' of {options.source!r}")
-        return cls(data, sampler.to(device), options.eval_episodes)
+        return cls(data, sampler.to(data.features.device), options.eval_episodes)
 
     def accuracy(self, model: SequenceModel) -> float:
         was_training = model.training
@@ -89,15 +91,26 @@ class HeldOut:
         return float(np.mean(correct)) / (self.sampler.shape.way * HELD_OUT_QUERIES)
 
 
-def source_labels(options: TrainingOptions, device: torch.device) -> list[str]:
+def source_settings(
+    options: TrainingOptions, device: torch.device, extraction: FeatureSettings | None = None
+) -> FeatureSettings:
+    """How the training sources become features on ``device``: through the options' encoder, data root and cache;
+    a run's own settings (``extraction``) add how it reads images (progress, decoding threads, unreadable images)."""
+    base = extraction or FeatureSettings()
+    return dataclasses.replace(
+        base, encoder=options.encoder, data_root=options.data_root, cache_dir=options.cache_dir, device=str(device)
+    )
+
+
+def source_labels(options: TrainingOptions, settings: FeatureSettings) -> list[str]:
     """The canonical labels of the training sources (image sources name their encoder)."""
-    return [open_suite(text, _settings(options, device)).label for text in _source_texts(options)]
+    return [open_suite(text, settings).label for text in _source_texts(options)]
 
 
-def source_data(options: TrainingOptions, split: str, device: torch.device) -> SplitData:
-    """One split of all training sources on ``device``, classes of different sources kept apart; image sources are
-    read through the encoder and the feature cache, so universal meta-training runs on cached features."""
-    parts = [open_suite(text, _settings(options, device)) for text in _source_texts(options)]
+def source_data(options: TrainingOptions, split: str, settings: FeatureSettings) -> SplitData:
+    """One split of all training sources on the settings' device, classes of different sources kept apart; image
+    sources are read through the encoder and the feature cache, so universal meta-training runs on cached features."""
+    parts = [open_suite(text, settings) for text in _source_texts(options)]
     loaded = [(part.label, part.suite.load(split)) for part in parts]
     dims = {data.dim for _, data in loaded}
     if len(dims) > 1:
@@ -106,6 +119,7 @@ def source_data(options: TrainingOptions, split: str, device: torch.device) -> S
     features = torch.cat([data.features for _, data in loaded])
     labels = torch.cat([data.labels + int(offset) for (_, data), offset in zip(loaded, offsets[:-1], strict=True)])
     names = tuple(f"{label}/{name}" if len(loaded) > 1 else name for label, data in loaded for name in data.class_names)
+    device = torch.device(settings.device)
     return SplitData(features.to(device), labels.to(device), names)
 
 
@@ -114,10 +128,6 @@ def _source_texts(options: TrainingOptions) -> list[str]:
     if not all(texts):
         raise UserError(f"malformed training source {options.source!r}: empty name between '+'")
     return texts
-
-
-def _settings(options: TrainingOptions, device: torch.device) -> FeatureSettings:
-    return FeatureSettings(options.encoder, options.data_root, options.cache_dir, str(device))
 
 
 def seen_task_accuracy(model: SequenceModel, stream: TaskStream, options: TrainingOptions) -> float:
@@ -134,6 +144,13 @@ def seen_task_accuracy(model: SequenceModel, stream: TaskStream, options: Traini
     start = batch.context // 2
     correct = (predictions == batch.labels)[:, start : batch.context]
     return float(correct[batch.regular].float().mean()) if batch.regular.any() else float("nan")
+
+
+def disk_needed(model: SequenceModel) -> int:
+    """Bytes a run writes beside its checkpoint at most at once: the old and the new training state (float32 weights
+    and Adam's two moments each) while one replaces the other, and the checkpoint (float32 at most)."""
+    parameters = sum(p.numel() for p in model.parameters())
+    return 2 * 3 * 4 * parameters + 4 * parameters
 
 
 def learning_rate_factor(options: TrainingOptions, step: int) -> float:
@@ -171,10 +188,12 @@ def train(
     on_log: Callable[[TrainingLog], None] | None = None,
     ranks: Ranks = SINGLE_PROCESS,
     state: Path | None = None,
+    extraction: FeatureSettings | None = None,
 ) -> TrainingResult:
     """Meta-train a sequence model from scratch, or from ``state`` when that file exists; deterministic on one
     device for given options, resumed or not. With ``state``, rank 0 saves the run there at every held-out check and
-    when the time budget ends it (:mod:`gpicl_bench.training_state`).
+    when the time budget ends it (:mod:`gpicl_bench.training_state`). ``extraction``: how images are read (see
+    :func:`source_settings`).
 
     Under torchrun each rank computes its contiguous share of every batch's sequences (the task stream is a pure
     function of step and sequence) and DistributedDataParallel averages the gradients, which is the full batch's
@@ -184,12 +203,15 @@ def train(
     if options.batch_size % ranks.world_size:
         raise UserError(f"batch_size ({options.batch_size}) must be a multiple of the {ranks.world_size} processes")
     share = ranks.shard(options.batch_size)
-    data = source_data(options, "train", device)
-    held_out = HeldOut.of(options, device)
+    settings = source_settings(options, device, extraction)
+    data = source_data(options, "train", settings)
+    held_out = HeldOut.of(options, settings)
     warm_up_stream = TaskStream(data, options.distribution(warming_up=True))
     main_stream = TaskStream(data, options.distribution(warming_up=False))
     torch.manual_seed(options.seed)
-    model = checkpoints.build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
+    model = build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
+    if state is not None and ranks.is_main:
+        atomic.check_free_space(state, disk_needed(model), "meta-training")
     model.to(device).train()
     network: SequenceModel | DistributedDataParallel = model
     if ranks.distributed:
@@ -265,7 +287,7 @@ def train(
     metadata = {
         "training": options.to_dict(),
         "data": {
-            "sources": source_labels(options, device),
+            "sources": source_labels(options, settings),
             "split": "train",
             "dim": data.dim,
             "classes": len(data.class_names),
@@ -274,6 +296,7 @@ def train(
         "steps": step,
         "seconds": time.perf_counter() - started,
         "device": device.type,
+        "processes": ranks.world_size,
         "torch_version": str(torch.__version__),
         "metrics": {
             "final_loss": smoothed,

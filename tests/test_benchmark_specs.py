@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gpicl_bench import checkpoints
+from gpicl_bench.learners.models import load_model
 from gpicl_bench.spec import load_spec, read_toml
 from gpicl_bench.training import TrainingOptions
 
@@ -41,4 +42,4 @@ def test_shipped_checkpoint_comes_from_its_committed_recipe() -> None:
     assert metadata["steps"] == recipe["steps"]  # ran to the end, not cut by a time budget
     assert metadata["data"]["sources"] == ["digits"] and metadata["data"]["split"] == "train"
     assert checkpoints.SHIPPED.stat().st_size <= 10_000_000
-    checkpoints.load(checkpoints.SHIPPED)  # weights match the recorded architecture
+    load_model(checkpoints.SHIPPED)  # weights match the recorded architecture

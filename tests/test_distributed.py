@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from gpicl_bench.distributed import Ranks
-from gpicl_bench.results import load, load_curves
+from gpicl_bench.results import ResultsFile, load, load_curves
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +37,24 @@ def test_shards_cover_every_episode_once() -> None:
 
 
 def test_run_on_two_processes_matches_one(tmp_path: Path) -> None:
-    args = ["run", "--learner", "protonet", "--learner", "logreg:steps=50", "--learner", "gpicl", "--episodes", 101,
-            "--shots", 1, "--shots", 5, "--quiet"]  # fmt: skip
+    """The same results file, a fresh learner's included: the fitting layer trains it on both processes together, as
+    ``train`` does, and the model evaluates as one process's does (as checkpoints trained both ways do, below)."""
+    fresh = "gpicl:fresh,d_model=16,layers=1,heads=2,steps=6,batch_size=16,eval_every=6,eval_episodes=20"
+    args = ["run", "--learner", "protonet", "--learner", "logreg:steps=50", "--learner", "gpicl", "--learner", fresh,
+            "--episodes", 101, "--shots", 1, "--shots", 5, "--quiet"]  # fmt: skip
     _gpicl_bench(*args, "--out", tmp_path / "one.h5")
     two = _gpicl_bench(*args, "--batch-size", 16, "--out", tmp_path / "two.h5", processes=2)
     assert two.stdout.count("results:") == 1  # rank 0 alone reports
     one_rows, two_rows = load(tmp_path / "one.h5"), load(tmp_path / "two.h5")
     columns = ["suite", "learner", "way", "shot", "query", "episode", "correct"]
-    assert len(one_rows) == 2 * 3 * 101
+    assert len(one_rows) == 2 * 4 * 101
     assert one_rows[columns].equals(two_rows[columns])
     curve_columns = ["learner", "shot", "position", "value"]
     assert load_curves(tmp_path / "one.h5")[curve_columns].equals(load_curves(tmp_path / "two.h5")[curve_columns])
+    trained = [json.loads(attrs["learner_details"]) for attrs, _ in ResultsFile.open(tmp_path / "two.h5").groups()]
+    trained = [details for details in trained if "training" in details and "checkpoint" not in details]  # fresh
+    assert len(trained) == 2 and all(details["processes"] == 2 and details["steps"] == 6 for details in trained)
+    assert all(0 <= details["metrics"]["held_out_accuracy"] <= 1 for details in trained)  # by rank 0, which writes
 
 
 def test_train_on_two_processes_matches_one(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gpicl_bench import checkpoints, engine
+from gpicl_bench.learners.models import build_model, load_model
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel
 from gpicl_bench.results import ResultsFile, load
 from gpicl_bench.spec import Spec
@@ -23,19 +24,20 @@ from gpicl_bench.spec import Spec
 SAVER = """
 import sys, torch
 from gpicl_bench import checkpoints
+from gpicl_bench.learners.models import build_model
 from gpicl_bench.learners.sequence import SequenceConfig
 path = sys.argv[1]
 print("ready", flush=True)
 for round in range(1, 10_000):
     torch.manual_seed(round)
-    model = checkpoints.build_model(SequenceConfig(d_model=64, layers=2, heads=1))
+    model = build_model(SequenceConfig(d_model=64, layers=2, heads=1))
     checkpoints.save(path, model, {"round": round})
 """
 
 
 def _model(round: int) -> SequenceModel:
     torch.manual_seed(round)
-    return checkpoints.build_model(SequenceConfig(d_model=64, layers=2, heads=1))
+    return build_model(SequenceConfig(d_model=64, layers=2, heads=1))
 
 
 @pytest.mark.slow
@@ -54,7 +56,7 @@ def test_kill_during_checkpoint_save_never_mixes_weights_and_config(tmp_path: Pa
         time.sleep(0.02 + 0.05 * attempt)
         saver.send_signal(signal.SIGKILL)
         saver.wait()
-        loaded, metadata = checkpoints.load(path)  # checks the weights' digest against the config
+        loaded, metadata = load_model(path)  # checks the weights' digest against the config
         rounds.add(metadata["round"])
         expected = _model(metadata["round"]).state_dict()
         for name, tensor in loaded.state_dict().items():

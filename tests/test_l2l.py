@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+from layouts_fine_grained import write_folder
 from layouts_imagenet import MINI, write_mini_pickles
 
-from gpicl_bench.results import load
+from gpicl_bench.results import ResultsFile, load
 
 HAVE_L2L = importlib.util.find_spec("learn2learn") is not None
 EPISODES = ("--ways", "3", "--shots", "1", "--queries", "2", "--episodes", "20", "--quiet")
@@ -22,6 +24,7 @@ def test_without_the_extra_one_line_names_it(cli, tmp_path: Path, args: list[str
     result = cli("run", *args, "--data-root", tmp_path, "--episodes", "5", "--out", tmp_path / "r.h5", "--quiet")
     assert result.code == 2
     assert "pip install 'gpicl-bench[l2l]'" in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.h5").exists()  # found before the run starts
 
 
 @pytest.mark.skipif(not HAVE_L2L, reason="needs learn2learn (make test-l2l)")
@@ -46,3 +49,20 @@ def test_maml_learns_digits(cli, tmp_path: Path) -> None:
     assert result.code == 0, result.err
     means = load(out).groupby("learner")["accuracy"].mean()
     assert means["maml:meta_steps=60"] > 0.6, means  # chance is 0.2
+
+
+@pytest.mark.skipif(not HAVE_L2L, reason="needs learn2learn (make test-l2l)")
+def test_maml_meta_trains_on_the_runs_encoder_and_data_root(cli, tmp_path: Path) -> None:
+    """An image source of maml is read like the run's suites: under --data-root, through --encoder."""
+    root = tmp_path / "data"
+    for split, classes in (("train", "abcd"), ("test", "efg")):
+        write_folder(root / "images" / split, [f"{split}-{name}" for name in classes], per_class=6)
+    out = tmp_path / "maml.h5"
+    result = cli("run", "--suite", "folder:root=images", "--learner",
+                 "maml:source=folder:root=images,way=3,shot=1,meta_steps=5", "--encoder", "pixels:size=8",
+                 "--data-root", root, "--ways", "3", "--shots", "1", "--queries", "2", "--episodes", "10",
+                 "--out", out, "--quiet")  # fmt: skip
+    assert result.code == 0, result.err
+    [(attrs, _)] = list(ResultsFile.open(out).groups())
+    details = json.loads(attrs["learner_details"])
+    assert details["source"] == "folder:root=images [pixels:size=8]" and details["dim"] == 8 * 8 * 3

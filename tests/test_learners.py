@@ -1,4 +1,5 @@
-"""Learners against per-episode references, batch independence, the learner registry and the suites."""
+"""Learners against per-episode references, the learner registry and the suites (every registered learner also meets
+the contract of test_learner_contract.py)."""
 
 from __future__ import annotations
 
@@ -178,23 +179,6 @@ def test_logreg_option_validation():
         LogisticRegression(c=0.0)
     with pytest.raises(UserError):
         LogisticRegression(steps=0)
-
-
-# --- batch independence ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["protonet", "knn", "knn:k=3", "logreg"])
-def test_predictions_do_not_depend_on_batch(name):
-    """Episode i's prediction is the same whether predicted in a batch of 64 or in a sub-batch of 5."""
-    learner = LEARNERS.build(Ref.parse(name))
-    way = 5
-    support_x, support_y, query_x, _ = digits_episodes(EpisodeShape(way, 2, 6), 64, seed=9)
-    full = learner.predict(support_x, support_y, query_x, way)
-    subset = torch.tensor([40, 2, 63, 17, 0])
-    part = learner.predict(support_x[subset], support_y[subset], query_x[subset], way)
-    assert torch.equal(part.argmax(-1), full[subset].argmax(-1))
-    if name == "logreg":
-        torch.testing.assert_close(part, full[subset], rtol=0, atol=1e-5)
 
 
 # --- registry ----------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from test_cli import one_error_line
 
 from gpicl_bench import checkpoints
+from gpicl_bench.learners.models import build_model
 from gpicl_bench.learners.sequence import SequenceConfig
 from gpicl_bench.locking import ExclusiveLock
 from gpicl_bench.results import GroupKey, ResultsFile
@@ -47,7 +48,7 @@ def damaged(change: Callable[[h5py.Group], None]) -> Callable[[Path], None]:
 
 def tiny_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
-    model = checkpoints.build_model(SequenceConfig(d_model=8, layers=1, heads=1))
+    model = build_model(SequenceConfig(d_model=8, layers=1, heads=1))
     return checkpoints.save(path, model, {"metrics": {"plateau_exit_step": 1}})
 
 

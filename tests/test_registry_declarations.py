@@ -3,12 +3,15 @@ them without importing torch; these tests hold each declaration to the real clas
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pytest
 
 from gpicl_bench.encoders import ENCODERS
+from gpicl_bench.learners.models import MODEL_KINDS
 from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.registry import Entry, signature_options
 from gpicl_bench.suites import SUITES
 
@@ -48,3 +51,9 @@ def test_a_declaration_that_drifted_is_caught() -> None:
     for declared in ({"k": 3}, {"k": 1.0}, {}, {"k": 1, "weights": ""}):
         drifted = Entry(knn.name, knn.target, knn.description, declared)
         assert described(drifted.options()) != real
+
+
+def test_the_model_kind_knob_names_every_model_kind() -> None:
+    """Its help is written out (the kind table imports torch); every kind the table knows must be in it."""
+    kind = next(f for f in dataclasses.fields(TrainingOptions) if f.name == "kind")
+    assert f"model kind: {' or '.join(MODEL_KINDS)} " in kind.metadata["help"]

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from gpicl_bench import checkpoints
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.gpicl import GPICLTransformer, query_mask
-from gpicl_bench.learners.lstm import LSTMLearner
+from gpicl_bench.learners.gpicl import query_mask
+from gpicl_bench.learners.models import MODEL_KINDS, build_model, load_model
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceLearner, prepare_inputs, view_rotation
 from gpicl_bench.registry import Ref
@@ -23,7 +23,7 @@ SMALL = {"d_model": 16, "layers": 2, "heads": 2}
 def model(kind: str, rule: str = "centre+basis+scale") -> torch.nn.Module:
     torch.manual_seed(0)
     config = SequenceConfig(kind=kind, input_dim=12, max_classes=10, input_rule=rule, **SMALL)
-    return (GPICLTransformer if kind == "transformer" else LSTMLearner)(config).eval()
+    return build_model(config).eval()
 
 
 def episodes(n: int = 40, support: int = 10, queries: int = 6, dim: int = 12, seed: int = 0):
@@ -41,7 +41,7 @@ def test_query_mask() -> None:
     assert torch.equal(mask, expected.bool())
 
 
-@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+@pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_queries_never_see_each_other(kind: str) -> None:
     """Changing other queries leaves a query's logits unchanged (no query-to-query leakage)."""
     learner = SequenceLearner(model(kind))
@@ -54,7 +54,7 @@ def test_queries_never_see_each_other(kind: str) -> None:
     assert not torch.allclose(after[:, 1:], base[:, 1:])
 
 
-@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+@pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_episode_view_matches_sequence_view(kind: str) -> None:
     """A query read after the support gives the logits of the same token appended to the support sequence."""
     m = model(kind)
@@ -72,7 +72,7 @@ def test_episode_view_matches_sequence_view(kind: str) -> None:
         torch.testing.assert_close(episode[:, q], sequence, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+@pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_predictions_do_not_depend_on_batch(kind: str) -> None:
     """Episode i's prediction is the same alone, in a batch of 7 or of 40 (CPU)."""
     learner = SequenceLearner(model(kind))
@@ -87,7 +87,7 @@ def test_predictions_do_not_depend_on_batch(kind: str) -> None:
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     m = model("transformer")
     path = checkpoints.save(tmp_path / "ck", m, {"note": "test"})
-    loaded, metadata = checkpoints.load(path)
+    loaded, metadata = load_model(path)
     assert metadata["note"] == "test" and metadata["model"]["d_model"] == 16
     support_x, support_y, query_x = episodes(n=4)
     torch.testing.assert_close(
@@ -104,7 +104,7 @@ def test_half_precision_checkpoint_stores_rounded_weights(tmp_path: Path) -> Non
     full = checkpoints.save(tmp_path / "full", m, {})
     half = checkpoints.save(tmp_path / "half", m, {}, "float16")
     assert half.stat().st_size < 0.55 * full.stat().st_size
-    loaded, _ = checkpoints.load(half)
+    loaded, _ = load_model(half)
     for name, tensor in m.state_dict().items():
         assert loaded.state_dict()[name].dtype == torch.float32
         assert torch.equal(loaded.state_dict()[name], tensor.half().float()), name
@@ -113,12 +113,12 @@ def test_half_precision_checkpoint_stores_rounded_weights(tmp_path: Path) -> Non
 def test_bad_checkpoints_are_user_errors(tmp_path: Path) -> None:
     path = checkpoints.save(tmp_path / "ck", model("transformer"), {})
     with pytest.raises(UserError, match="not found"):
-        checkpoints.load(tmp_path / "missing.safetensors")
+        load_model(tmp_path / "missing.safetensors")
 
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(path.read_bytes()[:100])
     with pytest.raises(UserError, match="corrupt"):
-        checkpoints.load(corrupt)
+        load_model(corrupt)
 
     old = tmp_path / "old.safetensors"  # format 1: weights beside NAME.json
     save_file(load_file(str(path)), str(old))
@@ -126,11 +126,11 @@ def test_bad_checkpoints_are_user_errors(tmp_path: Path) -> None:
     config["model"]["d_model"] = 32
     old.with_suffix(".json").write_text(json.dumps({**config, "format_version": 1}))
     with pytest.raises(UserError, match="does not match its config"):
-        checkpoints.load(old)
+        load_model(old)
 
     old.with_suffix(".json").write_text("{not json")
     with pytest.raises(UserError, match="not readable JSON"):
-        checkpoints.load(old)
+        load_model(old)
 
 
 def test_learner_options_are_checked() -> None:

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from gpicl_bench import checkpoints
+from gpicl_bench import checkpoints, fitting
+from gpicl_bench.errors import UserError
+from gpicl_bench.learners.models import build_model, load_model
 from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.registry import Ref
 from gpicl_bench.results import load, load_curves
 from gpicl_bench.training import (
     HeldOut,
-    TrainingOptions,
+    disk_needed,
     expected_chance_loss,
     learning_rate_factor,
+    source_settings,
     train,
     train_to_checkpoint,
 )
@@ -119,8 +125,8 @@ def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_takes(cli, tmp_path:
     assert changed.code == 2 and "lr" in changed.err
     assert cli("train", *knobs, "--resume", "--out", tmp_path / "split").code == 0
     assert not state.exists()
-    straight, _ = checkpoints.load(tmp_path / "straight.safetensors")
-    resumed, metadata = checkpoints.load(tmp_path / "split.safetensors")
+    straight, _ = load_model(tmp_path / "straight.safetensors")
+    resumed, metadata = load_model(tmp_path / "split.safetensors")
     assert all(torch.equal(straight.state_dict()[k], v) for k, v in resumed.state_dict().items())
     expected = checkpoints.read_metadata(tmp_path / "straight.safetensors")["metrics"]["history"]
     assert [h["held_out_accuracy"] for h in metadata["metrics"]["history"]] == [
@@ -138,9 +144,31 @@ def test_half_precision_training_records_the_stored_models_accuracy(tmp_path: Pa
     )
     device = torch.device("cpu")
     weights = train_to_checkpoint(options, device, tmp_path / "half")
-    loaded, metadata = checkpoints.load(weights)
-    assert metadata["metrics"]["held_out_accuracy"] == HeldOut.of(options, device).accuracy(loaded)
+    loaded, metadata = load_model(weights)
+    held_out = HeldOut.of(options, source_settings(options, device))
+    assert metadata["metrics"]["held_out_accuracy"] == held_out.accuracy(loaded)
     assert "float16" in metadata["metrics"]["weights"]
+
+
+def test_training_on_a_disk_without_room_fails_before_the_first_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that cannot hold the run's state and checkpoint is refused before any step, naming what is needed, and
+    nothing is written; given just the room the estimate asks for, the same run goes through."""
+    options = TrainingOptions(d_model=16, layers=1, heads=2, batch_size=8, steps=2, eval_every=2, eval_episodes=10)
+    needed = disk_needed(build_model(options.model_config(64)))  # digits: 64 features
+    real_usage = shutil.disk_usage
+    free = needed - 1
+
+    def usage(path: str | Path) -> Any:
+        return real_usage(path)._replace(free=free)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    with pytest.raises(UserError, match=r"^meta-training needs about [\d.]+ MB free beside .*small"):
+        train_to_checkpoint(options, torch.device("cpu"), tmp_path / "small")
+    assert list(tmp_path.iterdir()) == []
+    free = needed
+    assert train_to_checkpoint(options, torch.device("cpu"), tmp_path / "small").is_file()
 
 
 def test_schedule_and_chance() -> None:
@@ -151,14 +179,24 @@ def test_schedule_and_chance() -> None:
     assert expected_chance_loss(options) == pytest.approx(np.mean(np.log([2, 3, 4, 5])))
 
 
-def test_fresh_learner_trains_when_the_run_reaches_it() -> None:
-    learner = LEARNERS.build(
-        Ref.parse("lstm:fresh,d_model=8,layers=1,steps=2,batch_size=4,eval_every=2,eval_episodes=10")
-    )
-    with pytest.raises(RuntimeError):
+def test_a_fresh_learner_is_meta_trained_by_the_fitting_layer_as_train_does(caplog: pytest.LogCaptureFixture) -> None:
+    """A fresh learner declares its options; moving it to a device trains nothing; the fitting layer trains it by the
+    path ``train`` takes (the same weights), logs its seen-task accuracy and leaves it in the learner's details."""
+    knobs = {"d_model": 8, "layers": 1, "steps": 2, "batch_size": 4, "eval_every": 2, "eval_episodes": 10}
+    learner = LEARNERS.build(Ref.parse("lstm:fresh," + ",".join(f"{k}={v}" for k, v in knobs.items())))
+    options = TrainingOptions(kind="lstm", **knobs)
+    assert learner.meta_training() == options
+    assert learner.to("cpu").meta_training() == options  # moving is not fitting
+    with pytest.raises(RuntimeError, match="not meta-trained yet"):
         learner.predict(torch.zeros(1, 5, 64), torch.arange(5)[None], torch.zeros(1, 3, 64), 5)
-    learner.to("cpu")
-    assert learner.details()["training"]["kind"] == "lstm"
+    with caplog.at_level("INFO", logger="gpicl_bench"):
+        assert fitting.fit(learner, "cpu", name="lstm:fresh,…") is learner
+    assert learner.meta_training() is None
+    assert "meta-trained lstm:fresh,…: seen-task accuracy" in caplog.text
+    details = learner.details()
+    assert details["training"] == options.to_dict() and 0 <= details["metrics"]["seen_task_accuracy"] <= 1
+    trained = train(options, torch.device("cpu")).model.state_dict()
+    assert all(torch.equal(tensor, trained[name]) for name, tensor in learner.learner.model.state_dict().items())
     logits = learner.predict(torch.randn(2, 5, 64), torch.arange(5).repeat(2, 1), torch.randn(2, 3, 64), 5)
     assert logits.shape == (2, 3, 5)
 

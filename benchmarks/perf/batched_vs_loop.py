@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
+from gpicl_bench import fitting
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape, project, random_projections
 from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
@@ -328,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shape = EpisodeShape(args.way, args.shot, args.query)
         sampler = EpisodeSampler(data.labels, shape, args.seed, where=f"{suite.label}/{args.split}").to(device)
         refs = [LEARNERS.canonical(Ref.parse(text)) for text in args.learner]
-        learners = [(str(ref), ref.name, LEARNERS.build(ref).to(device)) for ref in refs]
+        learners = [(str(ref), ref.name, fitting.fit(LEARNERS.build(ref), device).to(device)) for ref in refs]
     except UserError as error:
         stderr.print(f"[red]error:[/] {error}")
         return 2

@@ -42,11 +42,12 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from gpicl_bench import checkpoints
+from gpicl_bench import fitting
 from gpicl_bench.batching import AUTO, episodes_per_batch, parse_batch_size
 from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.base import Learner
+from gpicl_bench.learners.models import build_model
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.learners.sequence import SequenceLearner
 from gpicl_bench.registry import Ref
@@ -301,7 +302,7 @@ def matmul_dtype(learner: Learner, device: torch.device) -> str:
     """The dtype a learner's matmuls run in: bf16 under SequenceLearner's autocast rule (precision auto, a
     Transformer, CUDA), fp32 otherwise."""
     inner = sequence_learner(learner)
-    bf16 = inner is not None and inner.precision == "auto" and inner.model.config.kind == "transformer"
+    bf16 = inner is not None and inner.precision == "auto" and inner.model.autocast_bf16
     return "bf16" if bf16 and device.type == "cuda" else "fp32"
 
 
@@ -433,7 +434,7 @@ def meta_training(options: TrainingOptions, steps: int, warmup: int, device: tor
     data = cached_features(TRAINING_DIM, str(device), seed)
     stream = TaskStream(data, options.distribution(warming_up=False))
     torch.manual_seed(options.seed)
-    model = checkpoints.build_model(options.model_config(data.dim)).to(device).train()
+    model = build_model(options.model_config(data.dim)).to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=options.lr, eps=options.adam_eps)
     generation: list[float] = []
     total: list[float] = []
@@ -812,9 +813,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def build_learners(texts: list[str], device: torch.device) -> list[tuple[str, str, Learner]]:
-    """(canonical label, registry name, learner on the device) per reference; bad references raise UserError."""
+    """(canonical label, registry name, learner on the device, meta-trained if it needs it) per reference; bad
+    references raise UserError."""
     refs = [LEARNERS.canonical(Ref.parse(text)) for text in texts]
-    return [(str(ref), ref.name, LEARNERS.build(ref).to(device)) for ref in refs]
+    return [(str(ref), ref.name, fitting.fit(LEARNERS.build(ref), device).to(device)) for ref in refs]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

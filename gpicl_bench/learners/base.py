@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -11,6 +11,10 @@ from torch import Tensor
 
 class Learner(abc.ABC):
     """A few-shot learner. Options are keyword-only constructor arguments (see :mod:`gpicl_bench.registry`)."""
+
+    # Whether renaming the classes of an episode (permuting its support labels) permutes the logits alike, by
+    # construction; learners that read labels through learned label embeddings are not, and say so.
+    relabelling_equivariant: ClassVar[bool] = True
 
     def to(self, device: torch.device | str) -> Learner:
         """Move any state (weights) to ``device``; stateless learners need nothing."""

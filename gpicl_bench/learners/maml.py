@@ -1,9 +1,12 @@
 """MAML (Finn et al. 2017) through learn2learn's ``l2l.algorithms.MAML`` — optional extra ``gpicl-bench[l2l]``.
 
 A linear classifier on the features (``way`` outputs; N-way episodes use the first N) whose initialisation is
-meta-trained when the run reaches the learner, on ``way``-way ``shot``-shot episodes of a source suite's ``train``
-split (projected by the meta-training projection stream when the source is, so evaluation tasks stay unseen). At
-test time each episode adapts a clone by ``adapt_steps`` gradient steps on its support set. learn2learn's API is per
+meta-trained on ``way``-way ``shot``-shot episodes of a source suite's ``train`` split (projected by the meta-training
+projection stream when the source is, so evaluation tasks stay unseen). The learner declares that meta-training
+(:class:`~gpicl_bench.learners.meta_training.EpisodicTraining`, with MAML's loss) and :mod:`gpicl_bench.fitting`
+runs it when the run reaches the learner, reading the source as the run reads its suites: through its encoder, data
+root and feature cache. At test time each episode adapts a clone by ``adapt_steps`` gradient steps on its support
+set. learn2learn's API is per
 task, so this learner loops over episodes in Python: it is the slow reference point the batched learners are not.
 """
 
@@ -16,16 +19,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpicl_bench.encoders.external import optional_import
-from gpicl_bench.episodes import STREAM_TASK_PROJECTION, EpisodeSampler, EpisodeShape, project, random_projections
+from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.base import Learner
-from gpicl_bench.suites import open_suite
+from gpicl_bench.learners.meta_training import EpisodicTraining
 
 META_QUERIES = 5  # query images per class in meta-training episodes
 
 
 class MAML(Learner):
-    """learn2learn's MAML over a linear classifier, meta-trained on the spot (at :meth:`to`)."""
+    """learn2learn's MAML over a linear classifier, meta-trained on the spot (by :mod:`gpicl_bench.fitting`)."""
+
+    relabelling_equivariant = False  # output c of the meta-learned initialisation belongs to class c
 
     def __init__(
         self,
@@ -47,45 +52,45 @@ class MAML(Learner):
         self.meta_steps, self.tasks_per_step, self.meta_lr = meta_steps, tasks_per_step, meta_lr
         self.adapt_steps, self.adapt_lr, self.first_order = adapt_steps, adapt_lr, first_order
         self.maml: nn.Module | None = None
-        self.meta_loss: float | None = None
+        self.meta_training_details: dict[str, Any] = {}
 
     def details(self) -> dict[str, Any]:
-        return {"source": self.source, "meta_steps": self.meta_steps, "final_meta_loss": self.meta_loss}
+        return {"source": self.source, "meta_steps": self.meta_steps, **self.meta_training_details}
+
+    def meta_training(self) -> EpisodicTraining | None:
+        if self.maml is not None:
+            return None
+        return EpisodicTraining(
+            source=self.source,
+            shape=self.shape,
+            steps=self.meta_steps,
+            tasks_per_step=self.tasks_per_step,
+            lr=self.meta_lr,
+            seed=self.seed,
+            initial=self._initial,
+            loss=self._loss,
+        )
+
+    def fitted(self, module: nn.Module, details: dict[str, Any]) -> None:
+        self.maml, self.meta_training_details = module, details
 
     def to(self, device: torch.device | str) -> MAML:
-        if self.maml is None:
-            self.maml = self._meta_train(torch.device(device))
-        self.maml.to(device)
+        if self.maml is not None:
+            self.maml.to(device)
         return self
 
-    def _meta_train(self, device: torch.device) -> nn.Module:
+    def _initial(self, dim: int) -> nn.Module:
+        """The MAML wrapper around a linear classifier of ``dim`` features, as meta-training starts from it."""
         l2l = optional_import("learn2learn", "l2l")
-        opened = open_suite(self.source)
-        data = opened.suite.load("train")
-        features, labels = data.features.to(device), data.labels.to(device)
-        sampler = EpisodeSampler(labels.cpu(), self.shape, self.seed, where=f"split 'train' of {self.source!r}")
-        sampler = sampler.to(device)
-        torch.manual_seed(self.seed)
-        maml = l2l.algorithms.MAML(nn.Linear(data.dim, self.shape.way), lr=self.adapt_lr, first_order=self.first_order)
-        maml.to(device)
-        optimiser = torch.optim.Adam(maml.parameters(), lr=self.meta_lr)
-        for step in range(self.meta_steps):
-            ids = torch.arange(step * self.tasks_per_step, (step + 1) * self.tasks_per_step, device=device)
-            batch = sampler.sample(ids)
-            support_x, query_x = features[batch.support_index], features[batch.query_index]
-            if opened.project:
-                maps = random_projections(self.seed, ids, data.dim, stream=STREAM_TASK_PROJECTION)
-                support_x, query_x = project(support_x, maps), project(query_x, maps)
-            loss = sum(
-                F.cross_entropy(self._adapted(maml, support_x[e], batch.support_labels[e])(query_x[e]),
-                                batch.query_labels[e])
-                for e in range(len(ids))
-            ) / len(ids)  # fmt: skip
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            self.meta_loss = loss.item()
-        return maml
+        return l2l.algorithms.MAML(nn.Linear(dim, self.shape.way), lr=self.adapt_lr, first_order=self.first_order)
+
+    def _loss(self, maml: nn.Module, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor) -> Tensor:
+        """The mean query loss of clones adapted to each episode's support set (learn2learn's API is per task)."""
+        total = sum(
+            F.cross_entropy(self._adapted(maml, support_x[e], support_y[e])(query_x[e]), query_y[e])
+            for e in range(len(support_x))
+        )
+        return total / len(support_x)
 
     def _adapted(self, maml: nn.Module, support_x: Tensor, support_y: Tensor, way: int | None = None) -> nn.Module:
         """A clone of the meta-learned classifier after ``adapt_steps`` steps on one episode's support set."""
@@ -96,7 +101,7 @@ class MAML(Learner):
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
         if self.maml is None:
-            raise RuntimeError("call .to(device) first: it meta-trains the initialisation")
+            raise RuntimeError("maml is not meta-trained yet: gpicl_bench.fitting.fit does it")
         if way > self.shape.way:
             raise UserError(f"maml was meta-trained for {self.shape.way}-way episodes, not {way}-way")
         expected = self.maml.module.in_features

@@ -1,37 +1,37 @@
 """Registry-facing sequence learners: a checkpoint (the shipped one by default), or one meta-trained on the spot.
 
 ``gpicl`` is the shipped checkpoint; ``gpicl:checkpoint=PATH`` any checkpoint; ``gpicl:fresh,steps=500,…`` a model
-meta-trained with those :class:`~gpicl_bench.training.TrainingOptions` when the run reaches it (then evaluated like
-any other learner). ``lstm`` works the same way but ships no checkpoint. Checkpoints load when the learner is built,
-so a corrupt or mismatched one fails before any episode runs.
+that declares those :class:`~gpicl_bench.learners.training_options.TrainingOptions` as its meta-training, which
+:mod:`gpicl_bench.fitting` runs when the run reaches it (then it is evaluated like any other learner). ``lstm`` works
+the same way but ships no checkpoint. Checkpoints load when the learner is built, so a corrupt or mismatched one fails
+before any episode runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gpicl_bench import checkpoints
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners import input_rule
 from gpicl_bench.learners.base import Learner
-from gpicl_bench.learners.sequence import SequenceLearner, check_inference
-from gpicl_bench.training import TrainingLog, train
-from gpicl_bench.training_options import TrainingOptions, knob_type
+from gpicl_bench.learners.models import load_model
+from gpicl_bench.learners.sequence import SequenceLearner, SequenceModel, check_inference
+from gpicl_bench.learners.training_options import TrainingOptions, knob_type
 
-log = logging.getLogger(__name__)
 TRAINING_FIELDS = [f for f in dataclasses.fields(TrainingOptions) if f.name != "kind"]
 # Test-time views (see SequenceLearner). The default, 0, reads a model whose input rule has the basis part once — its
 # inputs are already the same for every rotation — and others in ROTATION_VIEWS views: 4 beat 1 by 0.6 points at
 # 5-shot with the digits checkpoint (input rule standardise), at 4× the cost.
 DEFAULT_VIEWS = 0
 ROTATION_VIEWS = 4
+SHIPPED = {"transformer": checkpoints.SHIPPED}  # the checkpoint each model kind's learner loads by default
 
 
 def default_views(rule: str) -> int:
@@ -39,7 +39,10 @@ def default_views(rule: str) -> int:
 
 
 class MetaTrained(Learner):
-    """A sequence model from a checkpoint, or trained from scratch at :meth:`to` when ``fresh``."""
+    """A sequence model from a checkpoint, or, when ``fresh``, one that declares its meta-training (its options) and
+    predicts once :mod:`gpicl_bench.fitting` has fitted it."""
+
+    relabelling_equivariant = SequenceLearner.relabelling_equivariant  # it predicts through one
 
     def __init__(
         self, kind: str, checkpoint: str, fresh: bool, inference: dict[str, Any], training: dict[str, Any]
@@ -50,6 +53,7 @@ class MetaTrained(Learner):
         self.learner: SequenceLearner | None = None
         self.metadata: dict[str, Any] = {}
         self.checkpoint = ""
+        self.options: TrainingOptions | None = None
         if fresh:
             if checkpoint:
                 raise UserError("give either checkpoint=… or fresh, not both")
@@ -58,10 +62,11 @@ class MetaTrained(Learner):
             return
         if training:
             raise UserError(f"training options ({', '.join(sorted(training))}) need the flag fresh")
-        if not checkpoint and kind == "lstm":
-            raise UserError("lstm ships no checkpoint: use lstm:checkpoint=PATH or lstm:fresh,…")
-        self.checkpoint = str(checkpoint or checkpoints.SHIPPED.relative_to(checkpoints.SHIPPED.parents[2]))
-        model, metadata = checkpoints.load(checkpoint or checkpoints.SHIPPED)
+        if not checkpoint and kind not in SHIPPED:
+            raise UserError(f"{kind} ships no checkpoint: use {kind}:checkpoint=PATH or {kind}:fresh,…")
+        path = checkpoint or SHIPPED[kind]
+        self.checkpoint = checkpoint or str(SHIPPED[kind].relative_to(SHIPPED[kind].parents[2]))  # in the package
+        model, metadata = load_model(path)
         if model.config.kind != kind:
             raise UserError(f"checkpoint {checkpoint} holds a {model.config.kind} model, not a {kind}")
         self.metadata = metadata
@@ -74,24 +79,23 @@ class MetaTrained(Learner):
         summary["inference"] = self.inference
         return {"checkpoint": self.checkpoint, **summary} if self.checkpoint else summary
 
+    def meta_training(self) -> TrainingOptions | None:
+        return self.options if self.learner is None else None
+
+    def fitted(self, module: nn.Module, details: dict[str, Any]) -> None:
+        if not isinstance(module, SequenceModel):
+            raise TypeError(f"a {self.kind} learner is fitted with a sequence model, not {type(module).__name__}")
+        self.metadata = details
+        self.learner = SequenceLearner(module, **self.inference)
+
     def to(self, device: torch.device | str) -> MetaTrained:
-        if self.learner is None:
-            log.info("meta-training a fresh %s for %d steps", self.kind, self.options.steps)
-            result = train(self.options, torch.device(device), _log_progress)
-            self.metadata = result.metadata
-            metrics = result.metadata["metrics"]
-            log.info(
-                "meta-trained: seen-task accuracy %.1f%%, held-out (unseen tasks) %.1f%%",
-                100 * metrics["seen_task_accuracy"],
-                100 * metrics["held_out_accuracy"],
-            )
-            self.learner = SequenceLearner(result.model, **self.inference)
-        self.learner.to(device)
+        if self.learner is not None:
+            self.learner.to(device)
         return self
 
     def _ready(self) -> SequenceLearner:
         if self.learner is None:
-            raise RuntimeError("call .to(device) first: it meta-trains a fresh model")
+            raise RuntimeError(f"this fresh {self.kind} is not meta-trained yet: gpicl_bench.fitting.fit does it")
         return self.learner
 
     def bytes_per_episode(self, way: int, support: int, query: int, dim: int) -> int:
@@ -102,17 +106,6 @@ class MetaTrained(Learner):
 
     def sequence_predictions(self, x: Tensor, y: Tensor, way: int, support: int) -> Tensor:
         return self._ready().sequence_predictions(x, y, way, support)
-
-
-def _log_progress(entry: TrainingLog) -> None:
-    if entry.held_out_accuracy is not None:
-        log.info(
-            "step %d/%d: loss %.3f, held-out accuracy %.1f%%",
-            entry.step,
-            entry.steps,
-            entry.loss,
-            100 * entry.held_out_accuracy,
-        )
 
 
 def factory(kind: str) -> Callable[..., MetaTrained]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.registry import Ref, Registry, portable_name
-from gpicl_bench.training_options import TrainingOptions
 
 if TYPE_CHECKING:
     from gpicl_bench.learners.base import Learner

@@ -16,7 +16,7 @@ import abc
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ PRECISIONS = ("auto", "fp32")
 
 @dataclass(frozen=True)
 class SequenceConfig:
-    """Architecture of a sequence learner; ``kind`` names the registered model class."""
+    """Architecture of a sequence learner; ``kind`` names its model class (:mod:`gpicl_bench.learners.models`)."""
 
     kind: str = "transformer"
     input_dim: int = 64
@@ -49,8 +49,6 @@ class SequenceConfig:
             raise UserError(f"invalid model size: {self}")
         if not 0.0 <= self.rotary_fraction <= 1.0:
             raise UserError(f"rotary_fraction must be between 0 and 1, got {self.rotary_fraction}")
-        if self.kind == "transformer" and self.d_model % self.heads:
-            raise UserError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
         input_rule.check(self.input_rule)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +105,9 @@ def episode_tokens(support_x: Tensor, support_y: Tensor, query_x: Tensor, max_cl
 class SequenceModel(nn.Module, abc.ABC):
     """A trainable sequence model with both views; subclasses define the two forward passes."""
 
+    # Whether precision ``auto`` runs the model's matmuls in bf16 under autocast on CUDA.
+    autocast_bf16: ClassVar[bool] = False
+
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
         self.config = config
@@ -159,6 +160,8 @@ class SequenceLearner(Learner):
     ``auto``. ``compile`` runs the model through ``torch.compile`` (same numbers up to kernel rounding).
     """
 
+    relabelling_equivariant = False  # labels enter through the tokens' one-hot, read by learned weights
+
     def __init__(
         self, model: SequenceModel, orders: int = 1, views: int = 1, precision: str = "auto", compile: bool = False
     ) -> None:
@@ -170,7 +173,7 @@ class SequenceLearner(Learner):
         self.network = torch.compile(self.model) if compile else self.model
 
     def _autocast(self, device: torch.device) -> torch.autocast:
-        bf16 = self.precision == "auto" and device.type == "cuda" and self.model.config.kind == "transformer"
+        bf16 = self.precision == "auto" and device.type == "cuda" and self.model.autocast_bf16
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def to(self, device: torch.device | str) -> SequenceLearner:

@@ -1,7 +1,12 @@
-"""The knobs of meta-training, declared without importing torch: the ``train`` command's options and the options of
-the meta-trained learners (``gpicl:fresh,steps=…``) are read from these fields when the command line starts.
+"""The recipe of a meta-trained sequence learner: every knob of meta-training, validated where it is given.
 
-Checking a set of knobs (constructing :class:`TrainingOptions`) loads the modules whose rules they follow.
+A fresh learner (``gpicl:fresh,…``) declares these options as what it needs meta-trained, and ``gpicl-bench train``
+reads them from a spec and flags; :mod:`gpicl_bench.training` runs them. They are plain settings — the data sources
+are suite references, opened by the training layer — so a learner can hold them without depending on that layer.
+
+Importing this module imports no torch: the command line declares the ``train`` options and the fresh learners'
+options from these fields when it starts. Checking a set of knobs (constructing :class:`TrainingOptions`) loads the
+modules whose rules they follow.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class TrainingOptions:
     encoder: str = knob("pixels", "encoder of image sources (their features come from the feature cache)")
     data_root: str = knob("", "folder of the image sources' data (default: $GPICL_BENCH_DATA)")
     cache_dir: str = knob("", "feature cache folder (default: $GPICL_BENCH_CACHE or ~/.cache/gpicl-bench)")
-    kind: str = knob("transformer", "model: transformer (GPICL) or lstm")
+    kind: str = knob("transformer", "model kind: transformer or lstm (transformer: GPICL)")
     d_model: int = knob(128, "model width (transformer) or hidden size (lstm)")
     layers: int = knob(4, "number of Transformer blocks or LSTM layers")
     heads: int = knob(1, "attention heads (transformer); one head as wide as the model matches inputs best")
@@ -89,6 +94,7 @@ class TrainingOptions:
     def __post_init__(self) -> None:
         from gpicl_bench import checkpoints
         from gpicl_bench.learners import input_rule
+        from gpicl_bench.learners.models import model_class
 
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -110,6 +116,7 @@ class TrainingOptions:
             )
         if self.way > self.max_classes:
             raise UserError(f"way ({self.way}) exceeds the model's max_classes ({self.max_classes})")
+        model_class(self.kind)
         input_rule.check(self.input_rule)
         self.distribution()  # the task knobs (ways, lengths, shares, mixture) are checked where they are used
 

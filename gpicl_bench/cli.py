@@ -36,6 +36,7 @@ from gpicl_bench.encoders import ENCODERS
 from gpicl_bench.errors import UserError
 from gpicl_bench.features import EncodedSuite, EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.progress import ProgressLines, duration, size
 from gpicl_bench.results import GroupKey, ResultsFile, load
 from gpicl_bench.spec import Spec, load_spec, read_toml
 from gpicl_bench.suites import SUITES, open_suite
@@ -179,17 +180,8 @@ def _run(
                 stderr.print(note, markup=False, highlight=False, soft_wrap=True)
             with progress:
                 engine.check(spec, settings)  # bad input fails (and images are encoded) before any file is written
-            groups, size = engine.workload(spec)
-            if ranks.is_main and groups * spec.episodes >= engine.LONG_RUN_EPISODES:
-                stderr.print(
-                    f"a long run: {groups} groups of {spec.episodes:,} episodes ({groups * spec.episodes:,} in all, "
-                    f"results about {size / 1e6:,.0f} MB); each group is saved when it finishes, and its bar shows "
-                    "the time it has left",
-                    markup=False,
-                    highlight=False,
-                )
             results = distributed.on_main(ranks, lambda: ResultsFile.create(path, engine.run_attributes(spec)))
-        _evaluate(spec, results, ranks, device, batch_size, settings, progress)
+        _evaluate(spec, results, ranks, device, batch_size, settings, progress, quiet)
     finally:
         if results is not None:
             results.close()
@@ -208,18 +200,34 @@ def _evaluate(
     batch_size: batching.BatchSize,
     settings: FeatureSettings,
     progress: Progress,
+    quiet: bool,
 ) -> None:
-    """Run the spec's missing groups with a progress bar per group; Ctrl-C says how to complete the file."""
+    """Run the spec's missing groups with a progress bar per group (lines where stderr is not a terminal); a long
+    run first says its size and expected time; Ctrl-C says how to complete the file."""
     tasks: dict[GroupKey, int] = {}
+    lines = None if quiet or stderr.is_terminal else ProgressLines(_say)
+
+    def on_start(plan: engine.RunPlan) -> None:
+        if ranks.is_main and plan.expected_seconds is not None:
+            groups = f"{len(plan.groups)} group{'s' if len(plan.groups) > 1 else ''}"
+            _say(
+                f"a long run: {groups} of {plan.episodes:,} episodes ({plan.total_episodes:,} in all, results about "
+                f"{size(plan.result_bytes)}), expected to take about {duration(plan.expected_seconds)} (from a timed "
+                "batch of each group); each group is saved when it finishes"
+            )
+        if lines is not None:
+            lines.start(plan)
 
     def on_progress(key: GroupKey, done: int, total: int) -> None:
+        if lines is not None:
+            lines.update(key, done, total)
         if key not in tasks:
             tasks[key] = progress.add_task(f"{key.suite} {key.way}w{key.shot}s {key.learner}", total=total)
         progress.update(tasks[key], completed=done)
 
     try:
         with progress:
-            engine.run(spec, results, device, batch_size, on_progress, settings, ranks)
+            engine.run(spec, results, device, batch_size, on_progress, settings, ranks, on_start)
     except KeyboardInterrupt:
         if results is not None:
             stderr.print(
@@ -492,9 +500,13 @@ def _progress(quiet: bool, *extra: TextColumn) -> Progress:
         *extra,
         TimeRemainingColumn(),
         console=stderr,
-        disable=quiet,
+        disable=quiet or not stderr.is_terminal,  # a log gets lines instead (gpicl_bench.progress)
         transient=True,
     )
+
+
+def _say(line: str) -> None:
+    stderr.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _encode_progress(progress: Progress) -> EncodeProgress:

@@ -15,7 +15,7 @@ L2L_VENV ?= .venv-l2l
 ENCODERS_VENV ?= .venv-encoders
 ENCODERS_PINS ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open_clip_torch==3.3.0
 
-.PHONY: setup run test lint perf test-l2l test-encoders clean
+.PHONY: setup run test lint perf figures test-l2l test-encoders clean
 
 setup: $(STAMP)
 
@@ -36,7 +36,14 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 perf: setup
-	$(BIN)/python benchmarks/perf/harness.py --json results/perf.json
+	$(BIN)/python benchmarks/perf/harness.py --check --json results/perf.json
+
+# The README's figure from its spec's results (about 5 minutes on 2 CPU cores; delete the results file to rerun them).
+figures: results/readme-figures.h5
+	$(BIN)/gpicl-bench plot $< -o docs/figures/digits-shots.png
+
+results/readme-figures.h5: benchmarks/readme-figures.toml | setup
+	$(BIN)/gpicl-bench run $< --out $@
 
 # Optional and slow (a few GB of downloads): the learn2learn adapters, tested for real in their own environment.
 test-l2l:

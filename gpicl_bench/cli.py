@@ -230,11 +230,9 @@ def _evaluate(
             engine.run(spec, results, device, batch_size, on_progress, settings, ranks, on_start)
     except KeyboardInterrupt:
         if results is not None:
-            stderr.print(
+            _say(
                 f"interrupted: finished groups are saved in {results.path}; "
-                f"complete it with: gpicl-bench run --resume {results.path}",
-                markup=False,
-                highlight=False,
+                f"complete it with: gpicl-bench run --resume {results.path}"
             )
         raise typer.Exit(130) from None
 
@@ -404,10 +402,15 @@ app.command("train")(_train)
 @app.command()
 def plot(
     file: Annotated[Path, typer.Argument(metavar="RESULTS.h5", help="Results file.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Figure file (PNG, PDF, SVG).")] = Path("results.png"),
+    output: Annotated[
+        list[Path] | None,
+        typer.Option("--output", "-o", help="Figure file: .png, .pdf or .svg (repeatable; default results.png)."),
+    ] = None,
 ) -> None:
-    """Plot accuracy vs shots with 95% CIs, and in-context learning curves (needs the plot extra: matplotlib)."""
-    stdout.print(f"figure: {plots.plot_results(file, output)}", markup=False, highlight=False)
+    """Plot accuracy vs shots with 95% CIs, one panel per setting, and in-context learning curves with 95% bands
+    (needs the plot extra: matplotlib)."""
+    for path in plots.plot_results(file, output or [Path("results.png")]):
+        stdout.print(f"figure: {path}", markup=False, highlight=False)
 
 
 @app.command()

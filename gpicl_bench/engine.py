@@ -38,8 +38,8 @@ from gpicl_bench.suites import SplitData, open_suite
 DEFAULT_BATCH_SIZE = 500
 BYTES_PER_EPISODE = 8 + 4 + 8  # episode int64, correct int32, accuracy float64
 LONG_RUN_EPISODES = 1_000_000  # runs this long time a first batch of every group, to say up front what they cost
-PROBE_SECONDS = 0.5  # the timed batch of a long run's group grows until it takes this long (or is a whole batch)
-PROBE_FIRST_EPISODES = 16  # the untimed warm-up batch before it, and its first size
+PROBE_SECONDS = 1.0  # how long a long run times each group before it starts
+PROBE_FIRST_EPISODES = 16  # the untimed warm-up batch, and the first timed size
 SINGLE_PROCESS = Ranks()
 
 # Called with (group, episodes done in the group, episodes in the group): with 0 as a group starts, then after each
@@ -286,8 +286,9 @@ class _Group:
         )
 
     def seconds_per_episode(self, shard: range) -> float:
-        """Time per episode of a timed batch that grows ×4 until it takes PROBE_SECONDS or is a whole batch, after an
-        untimed warm-up batch (first-call allocations, kernel selection, compilation)."""
+        """Time per episode, measured after an untimed warm-up batch (first-call allocations, kernel selection,
+        compilation) on batches that grow ×4 until one takes a quarter of PROBE_SECONDS or is a whole batch, then
+        repeat at that size until PROBE_SECONDS have passed. Results are not kept: they are episodes of the run."""
         cap = min(self.batch, len(shard))
         if cap == 0:
             return 0.0
@@ -297,9 +298,16 @@ class _Group:
             clock = time.perf_counter()
             self.evaluate(range(shard.start, shard.start + size))
             seconds = time.perf_counter() - clock
-            if seconds >= PROBE_SECONDS or size == cap:
-                return seconds / size
+            if seconds >= PROBE_SECONDS / 4 or size == cap:
+                break
             size = min(4 * size, cap)
+        episodes = size
+        while seconds < PROBE_SECONDS:
+            clock = time.perf_counter()
+            self.evaluate(range(shard.start, shard.start + size))
+            seconds += time.perf_counter() - clock
+            episodes += size
+        return seconds / episodes
 
 
 def _groups(

@@ -116,7 +116,7 @@ def test_piped_stderr_gets_a_line_per_group(tmp_path: Path) -> None:
 
 
 def test_a_long_run_states_its_expected_time_before_it_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before the first episode, a long run's groups are timed on a batch; the estimate is the right size."""
+    """Before the first episode, a long run's groups are timed; the estimate is of the right order."""
     monkeypatch.setattr(engine, "LONG_RUN_EPISODES", 8000)
     spec = Spec(name="long", suites=("digits",), learners=("protonet", "knn"), shots=(1,), episodes=4000)
     plans = []
@@ -125,8 +125,9 @@ def test_a_long_run_states_its_expected_time_before_it_starts(tmp_path: Path, mo
     [plan] = plans
     assert plan.groups == tuple(outcome.key for outcome in outcomes)
     assert plan.total_episodes == 8000 and plan.result_bytes == 8000 * engine.BYTES_PER_EPISODE
-    for outcome in outcomes:
-        assert 0.1 < plan.seconds[outcome.key] / outcome.seconds < 10, (plan.seconds, outcome)
+    for outcome in outcomes:  # loose: on a shared machine one batch's time swings tenfold; a slip in the
+        # arithmetic (per episode vs per batch or per group) is off by hundreds
+        assert 0.02 < plan.seconds[outcome.key] / outcome.seconds < 50, (plan.seconds, outcome)
 
 
 def test_the_long_run_line(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,7 +36,7 @@ from gpicl_bench.encoders import ENCODERS
 from gpicl_bench.errors import UserError
 from gpicl_bench.features import EncodedSuite, EncodeProgress, FeatureSettings
 from gpicl_bench.learners.registry import LEARNERS
-from gpicl_bench.progress import ProgressLines, duration, size
+from gpicl_bench.progress import CountLines, ProgressLines, duration, size
 from gpicl_bench.results import GroupKey, ResultsFile, load
 from gpicl_bench.spec import Spec, load_spec, read_toml
 from gpicl_bench.suites import SUITES, open_suite
@@ -173,7 +173,7 @@ def _run(
             if ranks.is_main:
                 ResultsFile.check_new(path)
         progress = _progress(quiet)
-        settings = engine.feature_settings(spec, device, _encode_progress(progress), skip_bad_images)
+        settings = engine.feature_settings(spec, device, _encode_progress(progress, quiet), skip_bad_images)
         if resume is None:
             spec, notes = engine.with_available_suites(spec, settings)
             for note in notes:
@@ -480,7 +480,7 @@ def features(
         workers,
         batch_size,
         skip_bad_images,
-        _encode_progress(progress),
+        _encode_progress(progress, quiet),
     )
     opened = [open_suite(text, settings) for text in suite]
     table = Table("suite", "split", "images", "dim", "cache entry")
@@ -512,11 +512,14 @@ def _say(line: str) -> None:
     stderr.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _encode_progress(progress: Progress) -> EncodeProgress:
-    """A progress callback for image encoding: one bar per (suite, split)."""
+def _encode_progress(progress: Progress, quiet: bool) -> EncodeProgress:
+    """A progress callback for image encoding: one bar per (suite, split), lines where stderr is not a terminal."""
     bars: dict[str, TaskID] = {}
+    lines = None if quiet or stderr.is_terminal else CountLines(_say, "images")
 
     def update(description: str, done: int, total: int) -> None:
+        if lines is not None:
+            lines.update(f"encoding {description}", done, total)
         if description not in bars:
             bars[description] = progress.add_task(f"encoding {description}", total=total)
         progress.update(bars[description], completed=done)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from layouts_imagenet import MINI, write_mini_csv
 
 from gpicl_bench import engine
 from gpicl_bench.engine import RunPlan
-from gpicl_bench.progress import ProgressLines, duration, size
+from gpicl_bench.progress import CountLines, ProgressLines, duration, size
 from gpicl_bench.results import GroupKey, ResultsFile
 from gpicl_bench.spec import Spec
 
@@ -84,9 +85,9 @@ def test_a_long_group_reports_every_few_minutes_and_untimed_learners_take_the_ex
         progress.update(long, done, 100_000)
     assert lines == [
         "[3 min 1 s] digits · gpicl · 5-way 1-shot 15-query: 36,200 of 100,000 episodes, 200 episodes/s, 5 min 19 s "
-        "left in this group · run: 0 of 2 groups done, 21 min 59 s left",
+        "left · run: 0 of 2 groups done, 21 min 59 s left",
         "[6 min 2 s] digits · gpicl · 5-way 1-shot 15-query: 72,400 of 100,000 episodes, 200 episodes/s, 2 min 18 s "
-        "left in this group · run: 0 of 2 groups done, 18 min 58 s left",
+        "left · run: 0 of 2 groups done, 18 min 58 s left",
     ]
 
 
@@ -143,3 +144,28 @@ def test_the_long_run_line(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     short = cli("run", "--suite", "digits", "--learner", "protonet", "--shots", "1", "--episodes", "999",
                 "--out", tmp_path / "s.h5", "--quiet")  # fmt: skip
     assert short.code == 0 and "long run" not in short.err
+
+
+def test_counted_work_reports_when_done_and_every_few_minutes() -> None:
+    clock, lines = Clock(), []
+    progress = CountLines(lines.append, "images", every=180, clock=clock)
+    progress.update("encoding cub/test", 0, 6000)
+    for now, done in ((60, 1000), (200, 4000), (250, 5000), (300, 6000)):
+        clock.now = now
+        progress.update("encoding cub/test", done, 6000)
+    assert lines == [
+        "[3 min 20 s] encoding cub/test: 4,000 of 6,000 images, 20 images/s, 1 min 40 s left",
+        "[5 min] encoding cub/test: 6,000 images in 5 min, 20 images/s",
+    ]
+
+
+def test_encoding_says_what_it_did_per_split_where_stderr_is_not_a_terminal(cli, tmp_path: Path) -> None:
+    write_mini_csv(tmp_path / "mini-imagenet")
+    result = cli("features", "--suite", "mini-imagenet", "--data-root", tmp_path, "--encoder", "pixels:size=8")
+    assert result.code == 0, result.err
+    pattern = (
+        r"\[[0-9.]+ s\] encoding mini-imagenet \[pixels:size=8\] (\w+): (\d+) images in [0-9.]+ s(, [0-9,]+ images/s)?"
+    )
+    found = {match[1]: int(match[2]) for match in map(lambda line: re.fullmatch(pattern, line), result.err.splitlines())
+             if match}  # fmt: skip
+    assert found == {split: 4 * len(names) for split, names in MINI.items()}, result.err

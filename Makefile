@@ -15,7 +15,11 @@ L2L_VENV ?= .venv-l2l
 ENCODERS_VENV ?= .venv-encoders
 ENCODERS_PINS ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 open_clip_torch==3.3.0
 
-.PHONY: setup run test lint perf test-l2l test-encoders clean
+# The peer that perf-peers times beside the engine; easyfsl imports torchvision, hence PyPI's regular pair again.
+PEERS_VENV ?= .venv-peers
+PEERS_PINS ?= torch==2.14.1 torchvision==0.29.1 easyfsl==1.5.0
+
+.PHONY: setup run test lint perf perf-peers figures test-l2l test-encoders clean
 
 setup: $(STAMP)
 
@@ -36,7 +40,22 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 perf: setup
-	$(BIN)/python benchmarks/perf/harness.py --json results/perf.json
+	$(BIN)/python benchmarks/perf/harness.py --check --json results/perf.json
+
+# Optional (about 6 GB): easyfsl's evaluation path beside the engine on the same features, interleaved and repeated;
+# writes the table into benchmarks/perf/README.md and fails when the engine is under 50x faster.
+perf-peers:
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet $(PEERS_PINS)
+	$(PEERS_VENV)/bin/python -m pip install --quiet -e .
+	$(PEERS_VENV)/bin/python benchmarks/perf/peers.py --check --readme benchmarks/perf/README.md --json results/perf-peers.json
+
+# The README's figure from its spec's results (8 minutes of CPU; delete the results file to measure them again).
+figures: results/readme-figures.h5
+	$(BIN)/gpicl-bench plot $< -o docs/figures/digits-shots.png
+
+results/readme-figures.h5: benchmarks/readme-figures.toml | setup
+	$(BIN)/gpicl-bench run $< --out $@
 
 # Optional and slow (a few GB of downloads): the learn2learn adapters, tested for real in their own environment.
 test-l2l:
@@ -52,4 +71,4 @@ test-encoders:
 	$(ENCODERS_VENV)/bin/python -m pytest tests/test_encoder_adapters.py
 
 clean:
-	rm -rf $(VENV) $(L2L_VENV) $(ENCODERS_VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(L2L_VENV) $(ENCODERS_VENV) $(PEERS_VENV) .pytest_cache .ruff_cache *.egg-info

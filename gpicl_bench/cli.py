@@ -27,6 +27,7 @@ from gpicl_bench.encoders import ENCODERS, encoder_ref
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners import training_options
 from gpicl_bench.learners.registry import LEARNERS
+from gpicl_bench.progress import CountLines, ProgressLines, duration, size
 from gpicl_bench.registry import Entry, Registry
 from gpicl_bench.spec import Spec, load_spec, read_toml
 from gpicl_bench.suites import SUITES, open_suite, suite_ref
@@ -179,24 +180,15 @@ def _run(
             if ranks.is_main:
                 ResultsFile.check_new(path)
         progress = _progress(quiet)
-        settings = engine.feature_settings(spec, device, _encode_progress(progress), skip_bad_images)
+        settings = engine.feature_settings(spec, device, _encode_progress(progress, quiet), skip_bad_images)
         if resume is None:
             spec, notes = engine.with_available_suites(spec, settings)
             for note in notes:
                 stderr.print(note, markup=False, highlight=False, soft_wrap=True)
             with progress:
                 engine.check(spec, settings)  # bad input fails (and images are encoded) before any file is written
-            groups, size = engine.workload(spec)
-            if ranks.is_main and groups * spec.episodes >= engine.LONG_RUN_EPISODES:
-                stderr.print(
-                    f"a long run: {groups} groups of {spec.episodes:,} episodes ({groups * spec.episodes:,} in all, "
-                    f"results about {size / 1e6:,.0f} MB); each group is saved when it finishes, and its bar shows "
-                    "the time it has left",
-                    markup=False,
-                    highlight=False,
-                )
             results = distributed.on_main(ranks, lambda: ResultsFile.create(path, engine.run_attributes(spec)))
-        _evaluate(spec, results, ranks, device, batch_size, settings, progress)
+        _evaluate(spec, results, ranks, device, batch_size, settings, progress, quiet)
     finally:
         if results is not None:
             results.close()
@@ -215,27 +207,41 @@ def _evaluate(
     batch_size: batching.BatchSize,
     settings: FeatureSettings,
     progress: Progress,
+    quiet: bool,
 ) -> None:
-    """Run the spec's missing groups with a progress bar per group; Ctrl-C says how to complete the file."""
+    """Run the spec's missing groups with a progress bar per group (lines where stderr is not a terminal); a long
+    run first says its size and expected time; Ctrl-C says how to complete the file."""
     from gpicl_bench import engine
 
     tasks: dict[GroupKey, int] = {}
+    lines = None if quiet or stderr.is_terminal else ProgressLines(_say)
+
+    def on_start(plan: engine.RunPlan) -> None:
+        if ranks.is_main and plan.expected_seconds is not None:
+            groups = f"{len(plan.groups)} group{'s' if len(plan.groups) > 1 else ''}"
+            _say(
+                f"a long run: {groups} of {plan.episodes:,} episodes ({plan.total_episodes:,} in all, results about "
+                f"{size(plan.result_bytes)}), expected to take about {duration(plan.expected_seconds)} (from a timed "
+                "batch of each group); each group is saved when it finishes"
+            )
+        if lines is not None:
+            lines.start(plan)
 
     def on_progress(key: GroupKey, done: int, total: int) -> None:
+        if lines is not None:
+            lines.update(key, done, total)
         if key not in tasks:
             tasks[key] = progress.add_task(f"{key.suite} {key.way}w{key.shot}s {key.learner}", total=total)
         progress.update(tasks[key], completed=done)
 
     try:
         with progress:
-            engine.run(spec, results, device, batch_size, on_progress, settings, ranks)
+            engine.run(spec, results, device, batch_size, on_progress, settings, ranks, on_start)
     except KeyboardInterrupt:
         if results is not None:
-            stderr.print(
+            _say(
                 f"interrupted: finished groups are saved in {results.path}; "
-                f"complete it with: gpicl-bench run --resume {results.path}",
-                markup=False,
-                highlight=False,
+                f"complete it with: gpicl-bench run --resume {results.path}"
             )
         raise typer.Exit(130) from None
 
@@ -419,13 +425,18 @@ app.command("train")(_train)
 @app.command()
 def plot(
     file: Annotated[Path, typer.Argument(metavar="RESULTS.h5", help="Results file.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Figure file (PNG, PDF, SVG).")] = Path("results.png"),
+    output: Annotated[
+        list[Path] | None,
+        typer.Option("--output", "-o", help="Figure file: .png, .pdf or .svg (repeatable; default results.png)."),
+    ] = None,
 ) -> None:
-    """Plot accuracy vs shots with 95% CIs, and in-context learning curves (needs the plot extra: matplotlib)."""
+    """Plot accuracy vs shots with 95% CIs, one panel per setting, and in-context learning curves with 95% bands
+    (needs the plot extra: matplotlib)."""
     atomic.existing_file(file, "results file")
     from gpicl_bench import plots
 
-    stdout.print(f"figure: {plots.plot_results(file, output)}", markup=False, highlight=False)
+    for path in plots.plot_results(file, output or [Path("results.png")]):
+        stdout.print(f"figure: {path}", markup=False, highlight=False)
 
 
 @app.command()
@@ -515,7 +526,7 @@ def features(
         workers,
         batch_size,
         skip_bad_images,
-        _encode_progress(progress),
+        _encode_progress(progress, quiet),
     )
     opened = [open_suite(text, settings) for text in suite]
     table = Table("suite", "split", "images", "dim", "cache entry")
@@ -540,16 +551,23 @@ def _progress(quiet: bool, *extra: TextColumn) -> Progress:
         *extra,
         TimeRemainingColumn(),
         console=stderr,
-        disable=quiet,
+        disable=quiet or not stderr.is_terminal,  # a log gets lines instead (gpicl_bench.progress)
         transient=True,
     )
 
 
-def _encode_progress(progress: Progress) -> EncodeProgress:
-    """A progress callback for image encoding: one bar per (suite, split)."""
+def _say(line: str) -> None:
+    stderr.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _encode_progress(progress: Progress, quiet: bool) -> EncodeProgress:
+    """A progress callback for image encoding: one bar per (suite, split), lines where stderr is not a terminal."""
     bars: dict[str, TaskID] = {}
+    lines = None if quiet or stderr.is_terminal else CountLines(_say, "images")
 
     def update(description: str, done: int, total: int) -> None:
+        if lines is not None:
+            lines.update(f"encoding {description}", done, total)
         if description not in bars:
             bars[description] = progress.add_task(f"encoding {description}", total=total)
         progress.update(bars[description], completed=done)

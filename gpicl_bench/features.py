@@ -145,6 +145,8 @@ def extract(
     prepare = functools.partial(_prepare, encoder, settings.skip_bad_images)
     chunks, kept = [], []
     total = len(images.items)
+    if settings.on_progress is not None:
+        settings.on_progress(description, 0, total)
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, total, settings.batch_size):
             batch_items = images.items[start : start + settings.batch_size]

@@ -39,6 +39,25 @@ def mean_interval(values: np.ndarray) -> Interval:
 
 
 @dataclass(frozen=True)
+class Band:
+    """Lower and upper 95% bounds, elementwise."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+
+def proportion_interval(share: np.ndarray, n: int) -> Band:
+    """Wilson score 95% intervals of proportions, each observed as ``share`` of ``n`` independent trials (e.g. the
+    episodes that predicted one position of a sequence right). Unlike share ± 1.96·√(share(1−share)/n), they stay
+    inside [0, 1] and do not collapse to a point at 0% or 100%."""
+    share = np.asarray(share, dtype=np.float64)
+    z = float(scipy_stats.norm.ppf(0.5 + CONFIDENCE / 2))
+    centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2))
+    return Band(centre - half, centre + half)
+
+
+@dataclass(frozen=True)
 class PairedResult:
     """Learner A minus learner B on the same episodes: mean difference, its 95% CI half-width and a p-value."""
 

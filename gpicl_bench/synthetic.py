@@ -20,6 +20,7 @@ every device and for every split of a batch across processes.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -46,15 +47,22 @@ class NoiseBank:
     vector. Box-Muller on hashed uniforms in float64, rounded to float32, as the episode projections."""
 
     def __init__(self, seed: int, stream: int, device: torch.device | str, size: int = BANK_SIZE) -> None:
-        key = stream_key(seed, stream, device)
-        entry = torch.arange(size, device=device)
-        u1, u2 = uniform_open(random_bits(key, 2 * entry)), uniform_open(random_bits(key, 2 * entry + 1))
-        self.values = (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(torch.float32)
+        self.values = _bank(seed, stream, str(torch.device(device)), size)
 
     def take(self, bits: Tensor, length: int) -> Tensor:
         """Gaussian vectors [*bits.shape, length], one per entry of ``bits`` (32 random bits each)."""
         offsets = bits % (self.values.numel() - length)
         return self.values[offsets[..., None] + torch.arange(length, device=bits.device)]
+
+
+@functools.lru_cache(maxsize=4)
+def _bank(seed: int, stream: int, device: str, size: int) -> Tensor:
+    """The table's values, computed once per process: hashing millions of numbers takes seconds, and a training run
+    opens several task streams of one seed (warm-up, main, held-out), as a run of fresh learners does. Read only."""
+    key = stream_key(seed, stream, device)
+    entry = torch.arange(size, device=device)
+    u1, u2 = uniform_open(random_bits(key, 2 * entry)), uniform_open(random_bits(key, 2 * entry + 1))
+    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(torch.float32)
 
 
 @dataclass(frozen=True)

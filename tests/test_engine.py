@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
-from gpicl_bench.results import ResultsFile, load
+from gpicl_bench.results import ResultsFile, load, load_curves
 from gpicl_bench.spec import Spec
 
 SMALL = Spec(
@@ -42,21 +43,26 @@ def per_episode(path: Path) -> dict[tuple, np.ndarray]:
 @pytest.mark.slow
 def test_results_do_not_depend_on_batch_size(tmp_path: Path) -> None:
     """Batches of 37 and of 1000 give identical per-episode results for every learner (the shipped GPICL checkpoint
-    included), plain and projected."""
-    small = per_episode(run_to(tmp_path / "a.h5", SMALL, 37).path)
-    large = per_episode(run_to(tmp_path / "b.h5", SMALL, 1000).path)
-    assert small.keys() == large.keys()
-    assert len(small) == 2 * 2 * 4
-    for key in small:
-        np.testing.assert_array_equal(small[key], large[key], err_msg=str(key))
+    included), plain and projected, and identical in-context learning curves (summed over batches)."""
+    small = run_to(tmp_path / "a.h5", SMALL, 37).path
+    large = run_to(tmp_path / "b.h5", SMALL, 1000).path
+    small_episodes, large_episodes = per_episode(small), per_episode(large)
+    assert small_episodes.keys() == large_episodes.keys()
+    assert len(small_episodes) == 2 * 2 * 4
+    for key in small_episodes:
+        np.testing.assert_array_equal(small_episodes[key], large_episodes[key], err_msg=str(key))
+    small_curves, large_curves = load_curves(small), load_curves(large)
+    assert set(small_curves["learner"]) == {"gpicl"} and len(small_curves) == 2 * 5 * (1 + 15 + 5 + 15)
+    pd.testing.assert_frame_equal(small_curves, large_curves)
 
 
 @pytest.mark.slow
 def test_auto_batch_size_gives_the_same_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``auto`` picks the batch from a memory budget; under a budget small enough that every group is split into
-    several uneven batches, results equal those of a fixed batch size."""
+    several uneven batches, results equal those of a fixed batch size. The rule is the engine's, whatever the learner:
+    cheap learners with different estimates of their memory show it (the shipped GPICL runs in the test above)."""
     monkeypatch.setattr(batching, "memory_budget", lambda device: 10_000_000)
-    spec = dataclasses.replace(SMALL, episodes=150)
+    spec = dataclasses.replace(SMALL, episodes=150, learners=("protonet", "knn:k=3", "logreg:steps=100"))
     shape, cpu = EpisodeShape(5, 5, 15), torch.device("cpu")
     chosen = {
         label: batching.episodes_per_batch("auto", LEARNERS.build(Ref.parse(label)).to(cpu), shape, 64, True, cpu)

@@ -21,7 +21,6 @@ from gpicl_bench.analysis import mark_best
 from gpicl_bench.report import MISSING, latex_escape, markdown_row, percent, published_percent
 
 Style = Literal["markdown", "latex", "html"]
-STYLES: tuple[str, ...] = ("markdown", "latex", "html")
 TABLE_KEYS = ["split", "seed", "way", "query"]  # what one table's cells share
 
 
@@ -68,7 +67,8 @@ def _encoder_of(suite_label: str) -> str | None:
     return None
 
 
-def _caption(rows: pd.DataFrame, encoder: str | None, sources: list[str]) -> str:
+def _caption(rows: pd.DataFrame, encoder: str | None, published: bool) -> str:
+    """What every cell of the table shares, in words."""
     first = rows.iloc[0]
     episodes = sorted(set(rows["episodes"]))
     count = f"{episodes[0]:,}" if len(episodes) == 1 else f"{episodes[0]:,} to {episodes[-1]:,}"
@@ -80,10 +80,10 @@ def _caption(rows: pd.DataFrame, encoder: str | None, sources: list[str]) -> str
     if encoder is not None:
         parts.append(f"features of {encoder}")
     text = "; ".join(parts) + ". Bold: the best measured learner of each column."
-    if sources:
+    if published:
         text += (
-            f" Rows under {' and '.join(sources)} are copied from the paper (its own episodes, encoder and "
-            "protocol), not measured here: no CI, never bold."
+            " Rows under a 'published' heading are copied from that paper (its own episodes, encoder and protocol), "
+            "not measured here: no CI, never bold."
         )
     return text
 
@@ -122,8 +122,7 @@ def paper_tables(summary: pd.DataFrame, published: pd.DataFrame | None = None) -
         shared = encoders.pop() if len(encoders) == 1 else None
         if shared is not None:  # said once in the caption
             columns = [(suite[: -len(f" [{shared}]")], shot) for suite, shot in columns]
-        sources = [section.heading for section in sections[1:]]
-        tables.append(PaperTable(_caption(rows, shared, sources), columns, sections))
+        tables.append(PaperTable(_caption(rows, shared, len(sections) > 1), columns, sections))
     return tables
 
 

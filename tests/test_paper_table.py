@@ -322,3 +322,18 @@ def test_results_without_finished_groups_are_one_line_exit_2(cli, tmp_path: Path
     result = cli("compare", empty, "--format", "table", "--reference", "caml-2024")
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert result.code == 2 and len(lines) == 1 and "no finished group" in lines[0] and result.out == ""
+
+
+def test_learners_tied_up_to_summation_order_are_both_best(cli, tmp_path: Path) -> None:
+    """The same accuracies in another episode order sum to means that differ in the last bits: still a tie."""
+    assert (np.array([8, 16, 24]) / 80).mean() != (np.array([24, 16, 8]) / 80).mean()
+    groups = {
+        GroupKey("digits", name, 5, 1, 16): np.array(correct)
+        for name, correct in [("a", [8, 16, 24]), ("b", [24, 16, 8]), ("c", [8, 16, 23])]
+    }
+    text = cli("compare", write_results(tmp_path / "tie.h5", groups), "--format", "table").out
+    assert {learner: bold for (learner, *_), (*_, bold) in table_cells(text).items()} == {
+        "a": True,
+        "b": True,
+        "c": False,
+    }

@@ -39,6 +39,15 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+TIE = 1e-12  # means this close are one: the same accuracies summed in another order differ in the last bits
+
+
+def mark_best(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with a ``best`` column: the highest mean accuracy of its setting (tied learners are all best)."""
+    highest = summary.groupby(SETTING)["accuracy"].transform("max")
+    return summary.assign(best=summary["accuracy"] >= highest - TIE)
+
+
 def load_many(paths: list[Path]) -> pd.DataFrame:
     """Per-episode rows of several files (a file named twice is read once); a learner found in more than one file
     is named with its file. Files without any finished group leave nothing to compare: a user error."""
@@ -83,8 +92,7 @@ def compare(
     a point) each pair also gets ``p_b_noninferior``: the one-sided p-value that b, the lower of the two, is at least
     as good as a up to the margin (and ``p_a_superior``, that a is better than b).
     """
-    summary = summarise(frame)
-    summary["best"] = summary["accuracy"] == summary.groupby(SETTING)["accuracy"].transform("max")
+    summary = mark_best(summarise(frame))
     pair_rows = []
     episodes_by_setting = dict(iter(frame.groupby(SETTING, sort=False)))
     for setting, rows in summary.groupby(SETTING, sort=False):

@@ -62,6 +62,13 @@ class OutputFormat(str, Enum):
     markdown = "markdown"
     latex = "latex"
     csv = "csv"
+    table = "table"
+
+
+class TableStyle(str, Enum):
+    markdown = "markdown"
+    latex = "latex"
+    html = "html"
 
 
 class TestKind(str, Enum):
@@ -249,9 +256,16 @@ def _evaluate(
 @app.command()
 def compare(
     files: Annotated[list[Path], typer.Argument(metavar="RESULTS.h5...", help="Results files to compare.")],
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="rich, markdown, latex or csv.")] = (
-        OutputFormat.rich
-    ),
+    output_format: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help="rich, markdown, latex or csv; or table: the paper's table (learners × suites and shots, no pairs).",
+        ),
+    ] = OutputFormat.rich,
+    style: Annotated[
+        TableStyle | None, typer.Option(help="Style of --format table: markdown (default), latex or html.")
+    ] = None,
     test: Annotated[TestKind, typer.Option(help="Paired test: t (paired t-test) or wilcoxon.")] = TestKind.t,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
     references: Annotated[
@@ -269,17 +283,26 @@ def compare(
     ] = None,
 ) -> None:
     """Compare learners that saw the same episodes: paired differences, 95% CIs and p-values."""
+    paper = output_format is OutputFormat.table
+    if style is not None and not paper:
+        raise UserError("--style applies to --format table only")
+    if margin is not None and paper:
+        raise UserError("--margin adds paired tests, which --format table does not show; use another --format")
     if output is not None:
         atomic.check_writable(output)
     for file in files:
         atomic.existing_file(file, "results file")
-    from gpicl_bench import analysis, reference, report  # pandas and scipy: after the checks that need neither
+    from gpicl_bench import analysis, paper_table, reference, report  # pandas, scipy: after the checks needing neither
 
+    frame = analysis.load_many(files)
     fraction = None if margin is None else margin / 100
-    summary, pairs = analysis.compare(analysis.load_many(files), test.value, fraction)
+    summary, pairs = (analysis.summarise(frame), None) if paper else analysis.compare(frame, test.value, fraction)
     published, notes = reference.beside(summary, references) if references else (None, [])
     for note in notes:
         stderr.print(note, markup=False, highlight=False, soft_wrap=True)
+    if paper:
+        _write_text(paper_table.render(summary, published, (style or TableStyle.markdown).value), output)
+        return
     tables = report.summary_tables(summary, speed=False, published=published) + report.pair_tables(pairs)
     if output_format is OutputFormat.csv:
         text = report.comparison_csv(summary, pairs, published)

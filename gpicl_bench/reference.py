@@ -54,8 +54,14 @@ def load(name: str) -> ReferenceSet:
 
 
 def suite_base(label: str) -> str:
-    """The suite name in a result suite label (``cub:preset=frn [pixels]`` → ``cub``): what references are keyed by."""
-    return re.split(r"[:\s\[]", label.strip(), maxsplit=1)[0].lower()
+    """The suite name in a result suite label (``cub:preset=frn [pixels]`` → ``cub``): what references are keyed by.
+    A ``folder`` suite is named by its folder (``folder:root=cifar-fs [clip]`` → ``cifar-fs``), as the prepared
+    test trees of suites without a loader of their own are."""
+    name = re.split(r"[:\s\[]", label.strip(), maxsplit=1)[0].lower()
+    if name == "folder":
+        root = Ref.parse(label.split(" [", 1)[0]).options.get("root", "")
+        return Path(root).name.lower() or name
+    return name
 
 
 def projected(label: str) -> bool:

@@ -13,7 +13,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from gpicl_bench.analysis import SETTING
+from gpicl_bench.analysis import SETTING, mark_best
 
 Format = Literal["rich", "markdown", "latex", "csv"]
 FORMATS: tuple[str, ...] = ("rich", "markdown", "latex", "csv")
@@ -50,6 +50,11 @@ def percent(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
+def published_percent(value: float) -> str:
+    """A published accuracy (a fraction) at the precision papers print: one decimal."""
+    return f"{100 * value:.1f}"
+
+
 def p_value(value: float) -> str:
     if value == 0:
         return "<1e-300"
@@ -63,9 +68,8 @@ def summary_tables(summary: pd.DataFrame, speed: bool = True, published: pd.Data
     ones, with a source column and the paper's precision, so they inform the reading without posing as measurements.
     """
     tables = []
-    best_of = summary.groupby(SETTING, sort=False)["accuracy"].transform("max")
     beside = {} if published is None else dict(iter(published.groupby(["suite", "way", "shot"], sort=False)))
-    for _, rows in summary.assign(best=summary["accuracy"] == best_of).groupby(SETTING, sort=False):
+    for _, rows in mark_best(summary).groupby(SETTING, sort=False):
         first = rows.iloc[0]
         extra = beside.get((first["suite"], first["way"], first["shot"]))
         source = [] if extra is None else [MEASURED]
@@ -84,7 +88,8 @@ def summary_tables(summary: pd.DataFrame, speed: bool = True, published: pd.Data
         if extra is not None:
             blank = [MISSING] * (len(header) - 3)
             cells += [
-                [row["learner"], f"{100 * row['accuracy']:.1f}", *blank, row["source"]] for _, row in extra.iterrows()
+                [row["learner"], published_percent(row["accuracy"]), *blank, row["source"]]
+                for _, row in extra.iterrows()
             ]
             bold += [False] * len(extra)
         tables.append(TextTable(setting_title(first), header, cells, bold, "" if extra is None else PUBLISHED_NOTE))
@@ -136,16 +141,19 @@ def to_rich(table: TextTable) -> Table:
     return out
 
 
-def to_markdown(table: TextTable) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+def markdown_row(cells: list[str]) -> str:
+    """One Markdown table row; a ``|`` inside a cell is escaped."""
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
+
+def to_markdown(table: TextTable) -> str:
     rows = [
-        line([f"**{c}**" if bold else c for c in cells]) for cells, bold in zip(table.rows, table.bold, strict=True)
+        markdown_row([f"**{c}**" if bold else c for c in cells])
+        for cells, bold in zip(table.rows, table.bold, strict=True)
     ]
     align = ["---" if i == 0 or h in LEFT_COLUMNS else "---:" for i, h in enumerate(table.header)]
     note = [f"_{table.note}_", ""] if table.note else []
-    return "\n".join([f"**{table.title}**", "", line(table.header), line(align), *rows, "", *note])
+    return "\n".join([f"**{table.title}**", "", markdown_row(table.header), markdown_row(align), *rows, "", *note])
 
 
 _LATEX_SPECIAL = {

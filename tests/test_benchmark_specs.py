@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gpicl_bench import checkpoints
+from gpicl_bench import checkpoints, reference
 from gpicl_bench.learners.models import load_model
+from gpicl_bench.registry import Ref
 from gpicl_bench.spec import load_spec, read_toml
 from gpicl_bench.training import TrainingOptions
 
@@ -43,3 +44,24 @@ def test_shipped_checkpoint_comes_from_its_committed_recipe() -> None:
     assert metadata["data"]["sources"] == ["digits"] and metadata["data"]["split"] == "train"
     assert checkpoints.SHIPPED.stat().st_size <= 10_000_000
     load_model(checkpoints.SHIPPED)  # weights match the recorded architecture
+
+
+def test_caml_table_spec_covers_every_suite_of_the_paper() -> None:
+    """Every suite of the CAML table, required or optional, is one the published rows key (so `compare --format
+    table --reference caml-2024` fills every column), in the paper's protocol."""
+    spec = load_spec(BENCHMARKS_DIR / "caml-table.toml")
+    suites = spec.suites + spec.optional_suites
+    assert sorted(reference.suite_base(suite) for suite in suites) == sorted(
+        set(reference.load("caml-2024").rows["suite"])
+    )
+    assert (spec.ways, spec.shots, spec.queries, spec.episodes) == ((5,), (1, 5), (16,), 10_000)
+
+
+def test_caml_table_digits_has_the_caml_table_shape() -> None:
+    """The digits version runs the same learners (the shipped checkpoints instead of CLIP-feature ones) with the same
+    episode shapes, so its table previews the paper's."""
+    full, digits = (load_spec(BENCHMARKS_DIR / name) for name in ("caml-table.toml", "caml-table-digits.toml"))
+    assert [Ref.parse(text).name for text in digits.learners] == [Ref.parse(text).name for text in full.learners]
+    shape = ("ways", "shots", "queries", "episodes", "seed", "split")
+    assert [getattr(digits, key) for key in shape] == [getattr(full, key) for key in shape]
+    assert "digits:project" in digits.suites and not digits.optional_suites

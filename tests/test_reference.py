@@ -52,7 +52,15 @@ def test_caml_table_is_complete_and_exact() -> None:
 
 @pytest.mark.parametrize(
     ("label", "base"),
-    [("cub", "cub"), ("cub:preset=frn,crop", "cub"), ("cub:preset=frn [pixels]", "cub"), ("cub [clip]", "cub")],
+    [
+        ("cub", "cub"),
+        ("cub:preset=frn,crop", "cub"),
+        ("cub:preset=frn [pixels]", "cub"),
+        ("cub [clip]", "cub"),
+        ("folder:root=cifar-fs [clip]", "cifar-fs"),  # a prepared test tree: named by its folder
+        ("folder:root=Pascal+Paintings,project", "pascal+paintings"),
+        ("folder", "folder"),
+    ],
 )
 def test_suite_base(label: str, base: str) -> None:
     assert reference.suite_base(label) == base

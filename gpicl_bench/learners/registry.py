@@ -8,7 +8,11 @@ from gpicl_bench.learners.knn import KNearestNeighbours
 from gpicl_bench.learners.logreg import LogisticRegression
 from gpicl_bench.learners.maml import MAML
 from gpicl_bench.learners.meta_trained import factory as meta_trained
+from gpicl_bench.learners.metaopt import MetaOpt
+from gpicl_bench.learners.metaqda import MetaQDA
 from gpicl_bench.learners.protonet import ProtoNet
+from gpicl_bench.learners.ridge import Ridge
+from gpicl_bench.learners.simpleshot import SimpleShot
 from gpicl_bench.registry import Ref, Registry
 
 LEARNERS: Registry[Learner] = Registry("learner")
@@ -24,6 +28,10 @@ _register("gpicl", "GPICL causal Transformer: the shipped checkpoint, checkpoint
 _register("lstm", "LSTM in-context learner with GPICL's tokens: checkpoint=PATH or fresh (meta-trained)")(
     meta_trained("lstm")
 )
+_register("metaopt", "MetaOptNet's Crammer–Singer linear SVM, LinearSVC's objective (Lee et al. 2019)")(MetaOpt)
+_register("ridge", "R2D2's closed-form ridge regression onto one-hot labels (Bertinetto et al. 2019)")(Ridge)
+_register("metaqda", "MetaQDA: Bayesian QDA under a shared Normal-inverse-Wishart prior (Zhang et al. 2021)")(MetaQDA)
+_register("simpleshot", "nearest centroid after centring and L2 normalisation (Wang et al. 2019)")(SimpleShot)
 
 
 def learner_label(ref: Ref) -> str:

@@ -166,6 +166,10 @@ def test_metaqda_rejects_bad_options():
 # --- simpleshot --------------------------------------------------------------------------------------------------
 
 
+def cl2n_reference(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    return (x - mean) / np.linalg.norm(x - mean, axis=-1, keepdims=True)
+
+
 def test_simpleshot_matches_numpy_reference():
     """CL2N nearest centroid, written out per episode: centre by the support mean, unit length, class means of the
     transformed support, minus squared distances."""
@@ -173,10 +177,9 @@ def test_simpleshot_matches_numpy_reference():
     logits = SimpleShot().predict(support_x, support_y, query_x, 5).double().numpy()
     for e in range(60):
         sx, sy, qx = as_numpy(support_x[e], support_y[e], query_x[e])
-        mean = sx.mean(0)
-        unit = lambda x: (x - mean) / np.linalg.norm(x - mean, axis=-1, keepdims=True)  # noqa: E731
-        centroids = np.stack([unit(sx)[sy == c].mean(0) for c in range(5)])
-        expected = -((unit(qx)[:, None, :] - centroids[None]) ** 2).sum(-1)
+        support_unit, query_unit = cl2n_reference(sx, sx.mean(0)), cl2n_reference(qx, sx.mean(0))
+        centroids = np.stack([support_unit[sy == c].mean(0) for c in range(5)])
+        expected = -((query_unit[:, None, :] - centroids[None]) ** 2).sum(-1)
         np.testing.assert_allclose(logits[e], expected, rtol=1e-5, atol=1e-5)
         assert (logits[e].argmax(-1) == expected.argmax(-1)).all()
 

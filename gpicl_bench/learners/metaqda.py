@@ -24,11 +24,12 @@ class MetaQDA(Learner):
     κ₀ = ``kappa``, ν₀ = D − 1 + ``dof`` (``dof`` is the prior predictive's degrees of freedom), and Ψ₀ = ``scale``
     · s² I with s² the support's mean squared deviation from its mean per dimension. The defaults (κ₀ = 0.1, dof 1,
     scale 10) were the best of a grid on digits' ``val`` split (5-way 1- and 5-shot, 500 episodes each), where the
-    optimum is flat: κ₀ from 0.01 to 0.1 and scale from 3 to 30 lie within 0.2 points of it. The posterior of a class with
-    n examples, mean x̄ and scatter matrix S is κ_n = κ₀ + n, ν_n = ν₀ + n, m_n = (κ₀ m₀ + n x̄)/κ_n and
-    Ψ_n = Ψ₀ + S + κ₀ n/κ_n (x̄ − m₀)(x̄ − m₀)ᵀ: the identity plus a rank ≤ n+1 term, so determinants and quadratic
-    forms come from (n+1)×(n+1) systems by the matrix determinant lemma and Woodbury's identity, built from inner
-    products of the support and query rows, in float64 — never a D×D matrix.
+    optimum is flat: κ₀ from 0.01 to 0.1 and scale from 3 to 30 lie within 0.2 points of it.
+
+    The posterior of a class with n examples, mean x̄ and scatter matrix S is κ_n = κ₀ + n, ν_n = ν₀ + n,
+    m_n = (κ₀ m₀ + n x̄)/κ_n and Ψ_n = Ψ₀ + S + κ₀ n/κ_n (x̄ − m₀)(x̄ − m₀)ᵀ: the identity plus a rank ≤ n+1 term, so
+    determinants and quadratic forms come from (n+1)×(n+1) systems by the matrix determinant lemma and Woodbury's
+    identity, built from inner products of the support and query rows, in float64 — never a D×D matrix.
     """
 
     def __init__(self, *, kappa: float = 0.1, dof: float = 1.0, scale: float = 10.0, map: bool = False) -> None:

@@ -21,6 +21,7 @@ from gpicl_bench.suites.idx import IDX
 from gpicl_bench.suites.imagenet import MiniImageNet, TieredImageNet
 from gpicl_bench.suites.images import data_root, resolve_root
 from gpicl_bench.suites.l2l import L2LVision
+from gpicl_bench.suites.precomputed import PrecomputedFeatures
 
 if TYPE_CHECKING:
     from gpicl_bench.features import FeatureSettings
@@ -43,6 +44,9 @@ SUITES.register("folder", "any root=DIR/<class>/…/image tree, or DIR/{train,va
 )
 SUITES.register("l2l", "a learn2learn vision dataset, dataset=NAME, with its loaders and downloads (extra: l2l)")(
     L2LVision
+)
+SUITES.register("features", "your own embeddings: path=FILE (.npz, .h5, .pt or .parquet) of features, labels, splits")(
+    PrecomputedFeatures
 )
 SUITES.register("tiered-imagenet", "tieredImageNet 351/97/160 classes: Ren et al. PNG pickles or the npz variant")(
     TieredImageNet
@@ -74,12 +78,15 @@ def is_image_suite(name: str) -> bool:
 
 def portable_label(ref: Ref) -> Ref:
     """The reference as results name it, free of machine paths: a suite with its own folder name under the data root
-    is named by that alone, and a generic one (``folder``, ``idx``) by the last component of its ``root``. The data
-    fingerprint, stored beside the label, tells different data under one name apart."""
+    is named by that alone, a generic one (``folder``, ``idx``) by the last component of its ``root``, and a file
+    (``features``) by its name. The data fingerprint, stored beside the label, tells different data under one name
+    apart."""
     options = dict(ref.options)
     root = options.pop("root", "")
     if root and not getattr(SUITES.entry(ref.name).factory, "default_dir", ""):
         options["root"] = Path(root).name
+    if "path" in options:  # a file of features: its name
+        options["path"] = Path(options["path"]).name
     return Ref(ref.name, options)
 
 

@@ -91,6 +91,10 @@ class EpisodeRows:
         """Some of each episode's rows, e.g. ``slice(0, S)``."""
         return EpisodeRows(self.table, self.index[:, which])
 
+    def episodes(self, which: slice) -> EpisodeRows:
+        """The rows of some of the episodes."""
+        return EpisodeRows(self.table, self.index[which])
+
     def join(self, other: EpisodeRows) -> EpisodeRows:
         """Each episode's rows followed by its rows in ``other`` (the same table), to be read together."""
         if other.table is not self.table:
@@ -144,10 +148,6 @@ class EpisodeRows:
             out[part] = result
         assert out is not None, "a batch has at least one episode"
         return out
-
-    def dot(self, other: Tensor) -> Tensor:
-        """Inner products [E, M, K] of each episode's rows with its own vectors ``other`` [E, K, D]."""
-        return self.map(lambda rows, part: torch.bmm(rows, other[part].transpose(1, 2)))
 
 
 class RowLearner(Learner):

@@ -15,13 +15,19 @@ class SimpleShot(RowLearner):
     so no query informs another — and scaled to unit length; a class's centroid is the mean of its transformed
     support features, and a query's logits are minus its squared Euclidean distances to them. (The paper centres by
     the mean of the base classes' features, which frozen-feature suites do not provide; the support mean is the
-    episode's own estimate of it.)
+    episode's own estimate of it.) An episode's support and queries are read together, chunk by chunk.
     """
 
     def predict_rows(self, support: EpisodeRows, support_y: Tensor, query: EpisodeRows, way: int) -> Tensor:
-        mean = support.class_means(support_y.new_zeros(support_y.shape), 1)  # [E, 1, D]
-        centroids = support.map(lambda rows, part: class_means(cl2n(rows, mean[part]), support_y[part], way))
-        return query.map(lambda rows, part: squared_distances(cl2n(rows, mean[part]), centroids[part]).neg_())
+        shots = support.index.shape[1]
+
+        def logits(rows: Tensor, part: slice) -> Tensor:
+            support_x, query_x = rows[:, :shots], rows[:, shots:]
+            mean = support_x.mean(1, keepdim=True)
+            centroids = class_means(cl2n(support_x, mean), support_y[part], way)
+            return squared_distances(cl2n(query_x, mean), centroids).neg_()
+
+        return support.join(query).map(logits)
 
 
 def cl2n(x: Tensor, mean: Tensor) -> Tensor:

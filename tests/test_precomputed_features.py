@@ -98,6 +98,14 @@ def test_class_lists_and_no_split(tmp_path: Path) -> None:
     assert plain.suite.splits == ("test",) and len(plain.suite.load("test").labels) == 300
 
 
+def test_suites_command_shows_the_file(cli, tmp_path: Path) -> None:
+    """``gpicl-bench suites features:path=FILE`` lists the file's splits with their classes and rows."""
+    result = cli("suites", f"features:path={save(tmp_path / 'toy.h5', toy())}")
+    assert result.code == 0, result.err
+    rows = [line.split("│")[1:4] for line in result.out.splitlines() if "class-" in line]
+    assert [[cell.strip() for cell in row] for row in rows] == [["train", "6", "150"], ["test", "6", "150"]]
+
+
 def test_saved_digits_give_the_digits_suite_numbers(cli, tmp_path: Path) -> None:
     """Digits' test split saved as a features file runs end to end and gives, episode by episode, exactly the
     results of the built-in digits suite; its results are labelled by the file's name and carry its fingerprint."""

@@ -109,9 +109,9 @@ class EpisodeRows:
         """[E, M]."""
         return self.table.squared_norms[self.index]
 
-    def class_sums(self, labels: Tensor, way: int, weights: Tensor | None = None) -> Tensor:
-        """Per-class sums [E, way, D] of the rows (each times its weight [E, M], if given), straight from the table:
-        each sum adds its class's rows in their order in the episode."""
+    def class_sums(self, labels: Tensor, way: int) -> Tensor:
+        """Per-class sums [E, way, D] of the rows, straight from the table: each sum adds its class's rows one by one
+        in their order in the episode."""
         episodes = self.index.shape[0]
         order = torch.argsort(labels, dim=1, stable=True)
         counts = class_counts(labels, way).reshape(-1)
@@ -120,7 +120,6 @@ class EpisodeRows:
             self.table.features,
             torch.cumsum(counts, 0) - counts,
             mode="sum",
-            per_sample_weights=None if weights is None else torch.gather(weights, 1, order).reshape(-1),
         )
         return sums.view(episodes, way, self.dim)
 

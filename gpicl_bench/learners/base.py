@@ -1,8 +1,7 @@
 """The learner interface: whole batches of episodes in, logits out, with no Python loop over episodes.
 
-Also what learners share: class sums and means by label, squared distances, the largest singular value of a batch
-of matrices, and the way metric learners read an episode's rows straight from the feature table
-(:class:`FeatureTable`, :class:`EpisodeRows`, :class:`RowLearner`).
+Also what learners share: class sums and means by label, squared distances, and the way metric learners read an
+episode's rows straight from the feature table (:class:`FeatureTable`, :class:`EpisodeRows`, :class:`RowLearner`).
 """
 
 from __future__ import annotations
@@ -182,12 +181,3 @@ def combine_squared_distances(a_norms: Tensor, cross: Tensor, b_norms: Tensor) -
 def squared_distances(a: Tensor, b: Tensor) -> Tensor:
     """Pairwise squared Euclidean distances [E, M, P] between rows of a [E, M, D] and b [E, P, D]."""
     return combine_squared_distances(a.square().sum(-1), torch.bmm(a, b.transpose(1, 2)), b.square().sum(-1))
-
-
-def largest_singular_value(x: Tensor, iterations: int = 30) -> Tensor:
-    """σ_max of each matrix in a batch [E, S, D] by power iteration on xᵀx, started from a fixed vector."""
-    vector = torch.ones(x.shape[0], x.shape[2], 1, dtype=x.dtype, device=x.device)
-    for _ in range(iterations):
-        vector = torch.bmm(x.transpose(1, 2), torch.bmm(x, vector))
-        vector = vector / vector.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    return torch.bmm(x, vector).norm(dim=(1, 2))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.base import Learner, largest_singular_value
+from gpicl_bench.learners.base import Learner
 
 
 class LogisticRegression(Learner):
@@ -39,7 +39,7 @@ class LogisticRegression(Learner):
         n_episodes, _, dim = x.shape
         targets = F.one_hot(y, way).to(x.dtype)
         ridge = 1.0 / self.c
-        curvature = 0.5 * largest_singular_value(F.pad(x, (0, 1), value=1.0)).square() + ridge
+        curvature = 0.5 * _largest_singular_value(F.pad(x, (0, 1), value=1.0)).square() + ridge
         step = (1.0 / curvature)[:, None, None]
 
         params = x.new_zeros(n_episodes, dim + 1, way)  # weights stacked over the bias row
@@ -59,3 +59,12 @@ class LogisticRegression(Learner):
             ahead = updated + momentum * (updated - params)
             params = updated
         return params[:, :dim], params[:, dim]
+
+
+def _largest_singular_value(x: Tensor, iterations: int = 30) -> Tensor:
+    """σ_max of each matrix in a batch [E, S, D] by power iteration on xᵀx, started from a fixed vector."""
+    vector = torch.ones(x.shape[0], x.shape[2], 1, dtype=x.dtype, device=x.device)
+    for _ in range(iterations):
+        vector = torch.bmm(x.transpose(1, 2), torch.bmm(x, vector))
+        vector = vector / vector.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return torch.bmm(x, vector).norm(dim=(1, 2))

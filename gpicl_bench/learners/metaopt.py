@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.base import Learner, largest_singular_value
+from gpicl_bench.learners.base import Learner
 
 
 class MetaOpt(Learner):
@@ -19,7 +19,7 @@ class MetaOpt(Learner):
     where, with ``intercept``, every x carries an extra constant feature 1 whose weights are penalised like the rest
     (liblinear's intercept, ``intercept_scaling=1``). It is solved in the dual of Crammer and Singer / liblinear —
     W = Xᵀ(c Y − B), each row of B on the simplex {β ≥ 0, Σ β = c}, minimising ½ tr((cY − B)ᵀ K (cY − B)) − Σ_{i, m ≠
-    y_i} B_im with K = X Xᵀ — by projected FISTA with adaptive restart, step 1/σ_max(X)², in float64, ``steps``
+    y_i} B_im with K = X Xᵀ — by projected FISTA with adaptive restart, step 1/λ_max(K), in float64, ``steps``
     iterations for every episode (each depends on its own episode only, so results do not depend on the batch).
     The defaults are MetaOptNet's head: c = 0.1, no intercept.
     """
@@ -47,7 +47,8 @@ class MetaOpt(Learner):
         labels = F.one_hot(y, way).to(x.dtype)
         margins = 1 - labels  # the loss's margin for every wrong class
         target = self.c * labels
-        step = 1 / largest_singular_value(x).square().clamp_min(1e-12)[:, None, None]
+        lipschitz = torch.linalg.eigvalsh(kernel)[:, -1].clamp_min(1e-12)  # of the dual's gradient: λ_max(K)
+        step = (1 / lipschitz)[:, None, None]
 
         dual = target  # B = cY: W = 0, feasible
         ahead = dual

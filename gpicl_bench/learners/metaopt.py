@@ -56,7 +56,8 @@ class MetaOpt(Learner):
         for _ in range(self.steps):
             grad = torch.bmm(kernel, ahead - target) - margins
             updated = _project_to_simplex(ahead - step * grad, self.c)
-            restart = (grad * (updated - dual)).sum((1, 2), keepdim=True) > 0
+            # Restart where the gradient mapping (the step the projection allowed) points along the last move.
+            restart = ((ahead - updated) * (updated - dual)).sum((1, 2), keepdim=True) > 0
             t_next = (1 + torch.sqrt(1 + 4 * t * t)) / 2
             momentum = torch.where(restart, 0.0, (t - 1) / t_next)
             t = torch.where(restart, 1.0, t_next)

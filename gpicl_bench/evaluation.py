@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from gpicl_bench.episodes import EpisodeSampler, project, query_order, random_projections
-from gpicl_bench.learners.base import Learner, SequencePredictor
+from gpicl_bench.learners.base import EpisodeRows, FeatureTable, Learner, RowLearner, SequencePredictor
 from gpicl_bench.suites.base import SplitData
 
 CURVE_EPISODES = 1000  # the in-context learning curve is the mean over the first episodes only: it costs a forward
@@ -61,14 +61,21 @@ def evaluate_group(
     curve = with_curve and isinstance(learner, SequencePredictor)
     length = way * (sampler.shape.shot + sampler.shape.query)
     position_correct = torch.zeros(length, dtype=torch.int64, device=device)
+    # Learners that read rows by index get the feature table itself whenever their inputs are its rows as they are.
+    reads_table = isinstance(learner, RowLearner) and not project_inputs and not curve
+    table = FeatureTable(data.features) if reads_table else None
     with torch.inference_mode():
         for offset in range(0, len(episodes), batch_size):
             first = episodes.start + offset
             ids = torch.arange(first, min(first + batch_size, episodes.stop), device=device)
             batch = sampler.sample(ids)
-            maps = random_projections(sampler.seed, ids, data.dim) if project_inputs else None
-            support_x, query_x = _inputs(data, batch.support_index, maps), _inputs(data, batch.query_index, maps)
-            logits = learner.predict(support_x, batch.support_labels, query_x, way)
+            if table is not None:
+                support, query = EpisodeRows(table, batch.support_index), EpisodeRows(table, batch.query_index)
+                logits = learner.predict_rows(support, batch.support_labels, query, way)
+            else:
+                maps = random_projections(sampler.seed, ids, data.dim) if project_inputs else None
+                support_x, query_x = _inputs(data, batch.support_index, maps), _inputs(data, batch.query_index, maps)
+                logits = learner.predict(support_x, batch.support_labels, query_x, way)
             correct[offset : offset + len(ids)] = (logits.argmax(-1) == batch.query_labels).sum(-1)
             if curve and first < CURVE_EPISODES:
                 kept = min(len(ids), CURVE_EPISODES - first)

@@ -52,6 +52,10 @@ CHEAP = {
     # The shipped checkpoint: on these episodes (accuracy 81%) its predictions followed the renaming on 94.1% of the
     # queries of 2,000 episodes (seeds 0–3, 500 each: 94.0–94.4%); labels reach it through learned embeddings.
     "gpicl": Cheap("gpicl", relabelled_agreement=0.9),
+    "metaopt": Cheap("metaopt:steps=100"),
+    "ridge": Cheap("ridge"),
+    "metaqda": Cheap("metaqda"),
+    "simpleshot": Cheap("simpleshot"),
     "lstm": Cheap(
         f"lstm:fresh,{TINY_TRAINING}",
         unchecked="two meta-training steps leave it at chance, answering one class whatever the labels",

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
 
-from gpicl_bench.learners.base import Learner, squared_distances
+from gpicl_bench.learners.base import EpisodeRows, RowLearner, combine_squared_distances
 
 
-class ProtoNet(Learner):
-    """Nearest class mean under squared Euclidean distance (Snell et al., 2017) on the given features."""
+class ProtoNet(RowLearner):
+    """Nearest class mean under squared Euclidean distance (Snell et al., 2017) on the given features.
 
-    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
-        one_hot = F.one_hot(support_y, way).to(support_x.dtype)  # [E, S, way]
-        prototypes = one_hot.transpose(1, 2) @ support_x / one_hot.sum(1)[:, :, None]
-        return -squared_distances(query_x, prototypes)
+    Read from the feature table, chunk by chunk of episodes: class means are sums by index, the queries' squared
+    norms come from the table, and only the inner products with the means read the query rows.
+    """
+
+    def predict_rows(self, support: EpisodeRows, support_y: Tensor, query: EpisodeRows, way: int) -> Tensor:
+        query_norms = query.squared_norms()
+
+        def logits(rows: Tensor, part: slice) -> Tensor:
+            prototypes = support.episodes(part).class_means(support_y[part], way)
+            cross = torch.bmm(rows, prototypes.transpose(1, 2))
+            return combine_squared_distances(query_norms[part], cross, prototypes.square().sum(-1)).neg_()
+
+        return query.map(logits)

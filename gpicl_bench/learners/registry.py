@@ -77,6 +77,30 @@ LEARNERS.add(
     "LSTM in-context learner with GPICL's tokens: checkpoint=PATH or fresh (meta-trained)",
     options=_SEQUENCE_OPTIONS,
 )
+LEARNERS.add(
+    "metaopt",
+    "gpicl_bench.learners.metaopt:MetaOpt",
+    "MetaOptNet's Crammer–Singer linear SVM, LinearSVC's objective (Lee et al. 2019)",
+    options={"c": 0.1, "intercept": False, "steps": 500},
+)
+LEARNERS.add(
+    "ridge",
+    "gpicl_bench.learners.ridge:Ridge",
+    "R2D2's closed-form ridge regression onto one-hot labels (Bertinetto et al. 2019)",
+    options={"alpha": 50.0, "intercept": False},
+)
+LEARNERS.add(
+    "metaqda",
+    "gpicl_bench.learners.metaqda:MetaQDA",
+    "MetaQDA: Bayesian QDA under a shared Normal-inverse-Wishart prior (Zhang et al. 2021)",
+    options={"kappa": 0.1, "dof": 1.0, "scale": 10.0, "map": False},
+)
+LEARNERS.add(
+    "simpleshot",
+    "gpicl_bench.learners.simpleshot:SimpleShot",
+    "nearest centroid after centring and L2 normalisation (Wang et al. 2019)",
+    options={},
+)
 
 
 def learner_label(ref: Ref) -> str:

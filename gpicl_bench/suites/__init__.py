@@ -93,6 +93,13 @@ SUITES.add(
     splits=_SPLITS,
     default_dir="tiered-imagenet",
 )
+SUITES.add(
+    "features",
+    "gpicl_bench.suites.precomputed:PrecomputedFeatures",
+    "your own embeddings: path=FILE (.npz, .h5, .pt or .parquet) of features, labels, splits",
+    options={"path": ""},
+    splits=(),  # the file's own
+)
 
 __all__ = ["SUITES", "OpenSuite", "SplitData", "Suite", "open_suite", "suite_ref"]
 
@@ -129,12 +136,15 @@ def suite_ref(text: str) -> tuple[Ref, bool]:
 
 def portable_label(ref: Ref) -> Ref:
     """The reference as results name it, free of machine paths: a suite with its own folder name under the data root
-    is named by that alone, and a generic one (``folder``, ``idx``) by the last component of its ``root``. The data
-    fingerprint, stored beside the label, tells different data under one name apart."""
+    is named by that alone, a generic one (``folder``, ``idx``) by the last component of its ``root``, and a file
+    (``features``) by its name. The data fingerprint, stored beside the label, tells different data under one name
+    apart."""
     options = dict(ref.options)
     root = options.pop("root", "")
     if root and not SUITES.entry(ref.name).attribute("default_dir", ""):
         options["root"] = Path(root).name
+    if "path" in options:  # a file of features: its name
+        options["path"] = Path(options["path"]).name
     return Ref(portable_name(ref.name), options)
 
 

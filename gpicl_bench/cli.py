@@ -459,7 +459,7 @@ def plot(
     from gpicl_bench import plots
 
     for path in plots.plot_results(file, output or [Path("results.png")]):
-        stdout.print(f"figure: {path}", markup=False, highlight=False)
+        stdout.print(f"figure: {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -132,18 +132,24 @@ class EpisodeRows:
 
     def map(self, fn: Callable[[Tensor, slice], Tensor]) -> Tensor:
         """``fn(rows, episodes)`` over chunks of episodes — ``rows`` [e, M, D] of the episodes in the slice
-        ``episodes`` — stacked into one tensor [E, …]. ``rows`` is a reused buffer: ``fn`` must not keep it."""
+        ``episodes`` — stacked into one tensor [E, …]. ``rows`` is a reused buffer (unless gradients flow to the
+        table): ``fn`` must not keep it."""
         episodes, per_episode = self.index.shape
         dim, features = self.dim, self.table.features
         chunk = episodes
         if features.device.type == "cpu":  # GPUs gather and allocate cheaply: one chunk
             chunk = max(MIN_CHUNK_EPISODES, CHUNK_BYTES // (per_episode * dim * features.element_size()))
-        buffer = features.new_empty(min(chunk, episodes) * per_episode, dim)
+        differentiable = features.requires_grad and torch.is_grad_enabled()
+        buffer = features.new_empty(0 if differentiable else min(chunk, episodes) * per_episode, dim)
         out: Tensor | None = None
         for start in range(0, episodes, chunk):
             part = slice(start, min(start + chunk, episodes))
             count = part.stop - start
-            rows = torch.index_select(features, 0, self.index[part].reshape(-1), out=buffer[: count * per_episode])
+            index = self.index[part].reshape(-1)
+            if differentiable:  # out= buffers are outside autograd: a learner meta-trained through predict gets copies
+                rows = torch.index_select(features, 0, index)
+            else:
+                rows = torch.index_select(features, 0, index, out=buffer[: count * per_episode])
             result = fn(rows.view(count, per_episode, dim), part)
             if out is None:
                 out = result.new_empty(episodes, *result.shape[1:])

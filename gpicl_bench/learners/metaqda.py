@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.base import Learner
+from gpicl_bench.learners.base import EpisodeRows, Learner
 
 
 class MetaQDA(Learner):
@@ -58,7 +58,7 @@ class MetaQDA(Learner):
 
         member = F.one_hot(support_y, way).double().transpose(1, 2)  # [E, way, S]
         n = member.sum(2)  # [E, way]
-        means = torch.bmm(member, x) / n.clamp_min(1)[:, :, None]  # x̄ [E, way, D]
+        means = EpisodeRows.of(x).class_sums(support_y, way) / n.clamp_min(1)[:, :, None]  # x̄ [E, way, D]
         kappa_n = self.kappa + n
         shrink = n / kappa_n  # m_n = shrink · x̄
         prior_weight = torch.sqrt(self.kappa * shrink)  # the column √(κ₀ n/κ_n) x̄ of the low-rank factor

@@ -318,8 +318,8 @@ def _train(
     force: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --out.")] = False,
     **knobs: object,
 ) -> None:
-    """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint (several
-    processes: torchrun, DistributedDataParallel)."""
+    """Meta-train a sequence learner (--kind: GPICL Transformer, LSTM, CAML or SNAIL) on GPICL's task distribution
+    and save a checkpoint (several processes: torchrun, DistributedDataParallel)."""
     with distributed.processes(engine.resolve_device(device)) as (ranks, torch_device):
         _train_on(ranks, torch_device, spec_path, out, quiet or not ranks.is_main, knobs, resume, force)
 

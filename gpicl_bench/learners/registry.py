@@ -24,6 +24,12 @@ _register("gpicl", "GPICL causal Transformer: the shipped checkpoint, checkpoint
 _register("lstm", "LSTM in-context learner with GPICL's tokens: checkpoint=PATH or fresh (meta-trained)")(
     meta_trained("lstm")
 )
+_register("caml", "CAML's non-causal Transformer over [x ; ELMES label] tokens: checkpoint=PATH or fresh")(
+    meta_trained("caml")
+)
+_register("snail", "SNAIL: temporal convolutions and causal attention, GPICL's tokens: checkpoint=PATH or fresh")(
+    meta_trained("snail")
+)
 
 
 def learner_label(ref: Ref) -> str:

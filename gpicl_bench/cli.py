@@ -363,8 +363,8 @@ def _train(
     force: Annotated[bool, typer.Option(help="Replace an existing checkpoint at --out.")] = False,
     **knobs: object,
 ) -> None:
-    """Meta-train a GPICL Transformer (or LSTM) on randomly projected tasks and save a checkpoint (several
-    processes: torchrun, DistributedDataParallel)."""
+    """Meta-train a sequence learner (--kind: GPICL Transformer, LSTM, CAML or SNAIL) on GPICL's task distribution
+    and save a checkpoint (several processes: torchrun, DistributedDataParallel)."""
     values = read_toml(spec_path) if spec_path is not None else {}
     spec_out = values.pop("out", None)
     values.update({k: v for k, v in knobs.items() if v is not None})

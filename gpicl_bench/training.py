@@ -1,8 +1,9 @@
 """Meta-training of sequence learners on GPICL's task distribution, and the checkpoint it produces.
 
 The loop: a batch of task sequences from :mod:`gpicl_bench.tasks` (the source suites and synthetic families, in the
-shares the ``mix_*`` knobs set), read through the model's input rule, cross-entropy at every position over the
-task's classes, Adam with linear warm-up and gradient-norm clipping. Every ``eval_every`` steps, and at the end, the
+shares the ``mix_*`` knobs set), read through the model's input rule, cross-entropy over the task's classes at every
+position (a non-causal model, which sees the context's labels: at every query slot), Adam with linear warm-up and
+gradient-norm clipping. Every ``eval_every`` steps, and at the end, the
 model is evaluated as a few-shot learner on the source's ``val`` split with randomly projected episodes — projections
 from the evaluation stream, which training never sees — and, with a state file, the run is saved for ``--resume``.
 """
@@ -31,14 +32,7 @@ from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
 from gpicl_bench.features import FeatureSettings
 from gpicl_bench.learners.models import build_model
-from gpicl_bench.learners.sequence import (
-    SequenceLearner,
-    SequenceModel,
-    episode_tokens,
-    make_tokens,
-    prepare_inputs,
-    shift_labels,
-)
+from gpicl_bench.learners.sequence import SequenceLearner, SequenceModel, make_tokens, prepare_inputs, shift_labels
 from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.suites import SplitData, open_suite
 from gpicl_bench.tasks import TaskBatch, TaskStream
@@ -132,17 +126,18 @@ def _source_texts(options: TrainingOptions) -> list[str]:
 
 def seen_task_accuracy(model: SequenceModel, stream: TaskStream, options: TrainingOptions) -> float:
     """Accuracy on meta-training tasks: the sequences of step 0 (training never draws step 0, but a finite pool's
-    tasks recur at every step), at the second half of each context, where the task has been shown. Set beside the
-    held-out accuracy it separates memorising tasks from learning to learn (GPICL's task-count transition)."""
+    tasks recur at every step), at the second half of each context, where the task has been shown (a non-causal
+    model's at the query slots). Set beside the held-out accuracy it separates memorising tasks from learning to
+    learn (GPICL's task-count transition)."""
     was_training = model.training
     model.eval()
     batch = stream.batch(0, SEEN_SEQUENCES)
     with torch.no_grad():
         logits = batch_logits(model, batch, options)
     model.train(was_training)
-    predictions = logits.argmax(-1)
-    start = batch.context // 2
-    correct = (predictions == batch.labels)[:, start : batch.context]
+    correct = logits.argmax(-1) == scored_labels(model, batch)
+    if model.causal:
+        correct = correct[:, batch.context // 2 : batch.context]
     return float(correct[batch.regular].float().mean()) if batch.regular.any() else float("nan")
 
 
@@ -167,14 +162,25 @@ def expected_chance_loss(options: TrainingOptions, warming_up: bool = True) -> f
     return sum(math.log(w) for w in ways) / len(ways)
 
 
+def _unwrapped(model: SequenceModel | DistributedDataParallel) -> SequenceModel:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def scored_labels(model: SequenceModel | DistributedDataParallel, batch: TaskBatch) -> Tensor:
+    """The labels of the positions that :func:`batch_logits` scores: every position [B, L+Q] for a causal model,
+    which predicts each example from those before it; the query slots [B, Q] for a non-causal one."""
+    return batch.labels if _unwrapped(model).causal else batch.labels[:, batch.context :]
+
+
 def batch_logits(model: SequenceModel | DistributedDataParallel, batch: TaskBatch, options: TrainingOptions) -> Tensor:
-    """Logits [B, L+Q, way]: causal over the context, and each query slot read after the whole context (through
-    the model's ``forward``, so that DistributedDataParallel sees the pass); classes a task lacks are -inf."""
-    config = (model.module if isinstance(model, DistributedDataParallel) else model).config
-    x = prepare_inputs(config, batch.x, batch.context)
+    """Logits at the positions :func:`scored_labels` gives: causal over the context, and each query slot read after
+    the whole context (through the model's ``forward``, so that DistributedDataParallel sees the pass); classes a
+    task lacks are -inf."""
+    inner = _unwrapped(model)
+    x = prepare_inputs(inner.config, batch.x, batch.context)
     if options.queries:
         length = batch.context
-        tokens = episode_tokens(x[:, :length], batch.labels[:, :length], x[:, length:], options.max_classes)
+        tokens = inner.episode_tokens(x[:, :length], batch.labels[:, :length], x[:, length:])
     else:
         tokens = (make_tokens(x, shift_labels(batch.labels), options.max_classes),)
     logits = model(*tokens)[..., : options.way]
@@ -235,7 +241,7 @@ def train(
         stream = warm_up_stream if in_curriculum else main_stream
         batch = stream.batch(step, options.batch_size, share.start, len(share))
         logits = batch_logits(network, batch, options)
-        losses = F.cross_entropy(logits.transpose(1, 2), batch.labels, reduction="none")  # [B, L]
+        losses = F.cross_entropy(logits.transpose(1, 2), scored_labels(model, batch), reduction="none")
         loss = losses.mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

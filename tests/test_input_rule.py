@@ -8,7 +8,7 @@ import torch
 
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners import input_rule
-from gpicl_bench.learners.gpicl import GPICLTransformer
+from gpicl_bench.learners.models import MODEL_KINDS, build_model
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceLearner
 from gpicl_bench.tasks import TaskBatch
 from gpicl_bench.training import TrainingOptions, batch_logits
@@ -16,10 +16,10 @@ from gpicl_bench.training import TrainingOptions, batch_logits
 RULE = "centre+basis+scale"
 
 
-def learner(rule: str = RULE, input_dim: int = 16) -> SequenceLearner:
+def learner(rule: str = RULE, input_dim: int = 16, kind: str = "transformer") -> SequenceLearner:
     torch.manual_seed(0)
-    config = SequenceConfig(input_dim=input_dim, max_classes=10, d_model=32, layers=2, heads=1, input_rule=rule)
-    return SequenceLearner(GPICLTransformer(config))
+    config = SequenceConfig(kind, input_dim, max_classes=10, d_model=32, layers=2, heads=1, input_rule=rule)
+    return SequenceLearner(build_model(config))
 
 
 def skewed_episodes(n: int = 32, support: int = 15, queries: int = 10, dim: int = 20, seed: int = 0):
@@ -101,12 +101,14 @@ def test_queries_never_inform_each_other_through_the_rule() -> None:
     torch.testing.assert_close(after[:, 0], before[:, 0], rtol=1e-5, atol=1e-5)
 
 
-def test_meta_training_reads_a_sequence_as_evaluation_reads_the_episode() -> None:
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_meta_training_reads_a_sequence_as_evaluation_reads_the_episode(kind: str) -> None:
     """batch_logits (the training loss's logits) at the query slots equal the learner's logits for the same
-    support and queries: one rule, one read-out."""
-    model = learner()
+    support and queries: one rule, one read-out, for every model kind (tokens are the model's own)."""
+    model = learner(kind=kind)
     support_x, support_y, query_x = skewed_episodes(n=6)
-    options = TrainingOptions(way=5, max_classes=10, queries=query_x.shape[1], sequence_length=support_x.shape[1])
+    queries = query_x.shape[1]
+    options = TrainingOptions(kind=kind, way=5, max_classes=10, queries=queries, sequence_length=support_x.shape[1])
     batch = TaskBatch(
         x=torch.cat([support_x, query_x], 1),
         labels=torch.cat([support_y, torch.zeros(6, query_x.shape[1], dtype=torch.int64)], 1),
@@ -115,7 +117,7 @@ def test_meta_training_reads_a_sequence_as_evaluation_reads_the_episode() -> Non
         context=support_x.shape[1],
     )
     with torch.no_grad():
-        training = batch_logits(model.model, batch, options)[:, support_x.shape[1] :]
+        training = batch_logits(model.model, batch, options)[:, -queries:]
     torch.testing.assert_close(training, model.predict(support_x, support_y, query_x, 5), rtol=1e-5, atol=1e-5)
 
 

@@ -60,6 +60,14 @@ CHEAP = {
         f"lstm:fresh,{TINY_TRAINING}",
         unchecked="two meta-training steps leave it at chance, answering one class whatever the labels",
     ),
+    "caml": Cheap(
+        f"caml:fresh,{TINY_TRAINING}",
+        unchecked="its label embeddings are symmetric but its head is learned, and two steps leave it at chance",
+    ),
+    "snail": Cheap(
+        f"snail:fresh,{TINY_TRAINING}",
+        unchecked="two meta-training steps leave it at chance, answering one class whatever the labels",
+    ),
 }
 REGISTERED = [entry.name for entry in LEARNERS]
 WAY, SHOT, QUERIES, DIM, EPISODES = 5, 3, 4, 64, 48  # 64 features: maml meta-trains on digits

@@ -27,7 +27,9 @@ from gpicl_bench.errors import UserError
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel
 
 
-class _Block(nn.Module):
+class Block(nn.Module):
+    """A pre-norm Transformer block: attention under a mask (True = may attend; None = causal), then an MLP."""
+
     def __init__(self, d_model: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -37,10 +39,11 @@ class _Block(nn.Module):
         self.norm_mlp = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
 
-    def forward(self, x: Tensor, mask: Tensor | None, rotation: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, rotation: tuple[Tensor, Tensor] | None = None) -> Tensor:
         batch, length, width = x.shape
         q, k, v = self.qkv(self.norm_attention(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = rotate(q, *rotation), rotate(k, *rotation)
+        if rotation is not None:
+            q, k = rotate(q, *rotation), rotate(k, *rotation)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         x = x + self.out(attended.transpose(1, 2).reshape(batch, length, width))
         return x + self.mlp(self.norm_mlp(x))
@@ -57,7 +60,7 @@ class GPICLTransformer(SequenceModel):
         super().__init__(config)
         self.embed = nn.Linear(self.token_dim, config.d_model)
         self.shift = nn.Linear(config.d_model, config.d_model)
-        self.blocks = nn.ModuleList(_Block(config.d_model, config.heads) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(Block(config.d_model, config.heads) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.max_classes)
 

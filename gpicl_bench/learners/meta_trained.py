@@ -2,9 +2,9 @@
 
 ``gpicl`` is the shipped checkpoint; ``gpicl:checkpoint=PATH`` any checkpoint; ``gpicl:fresh,steps=500,…`` a model
 that declares those :class:`~gpicl_bench.learners.training_options.TrainingOptions` as its meta-training, which
-:mod:`gpicl_bench.fitting` runs when the run reaches it (then it is evaluated like any other learner). ``lstm`` works
-the same way but ships no checkpoint. Checkpoints load when the learner is built, so a corrupt or mismatched one fails
-before any episode runs.
+:mod:`gpicl_bench.fitting` runs when the run reaches it (then it is evaluated like any other learner). ``lstm``,
+``caml`` and ``snail`` work the same way but ship no checkpoint. Checkpoints load when the learner is built, so a
+corrupt or mismatched one fails before any episode runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gpicl_bench import checkpoints
 from gpicl_bench.errors import UserError
 from gpicl_bench.learners import input_rule
 from gpicl_bench.learners.base import Learner
-from gpicl_bench.learners.models import load_model
+from gpicl_bench.learners.models import load_model, model_class
 from gpicl_bench.learners.sequence import SequenceLearner, SequenceModel, check_inference
 from gpicl_bench.learners.training_options import TrainingOptions, knob_type
 
@@ -104,12 +104,17 @@ class MetaTrained(Learner):
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
         return self._ready().predict(support_x, support_y, query_x, way)
 
+
+class CausalMetaTrained(MetaTrained):
+    """A causal model's learner, which also reads an episode as one sequence (the in-context learning curve)."""
+
     def sequence_predictions(self, x: Tensor, y: Tensor, way: int, support: int) -> Tensor:
         return self._ready().sequence_predictions(x, y, way, support)
 
 
 def factory(kind: str) -> Callable[..., MetaTrained]:
     """A registry factory whose keyword-only options are ``checkpoint``, ``fresh`` and every training knob."""
+    learner_class = CausalMetaTrained if model_class(kind).causal else MetaTrained
 
     def build(
         *,
@@ -122,7 +127,7 @@ def factory(kind: str) -> Callable[..., MetaTrained]:
         **training: Any,
     ) -> MetaTrained:
         inference = {"orders": orders, "views": views, "precision": precision, "compile": compile}
-        return MetaTrained(kind, checkpoint, fresh, inference, training)
+        return learner_class(kind, checkpoint, fresh, inference, training)
 
     fixed = {
         "checkpoint": ("", str),
@@ -152,3 +157,5 @@ def factory(kind: str) -> Callable[..., MetaTrained]:
 # The learner registry's targets (gpicl_bench.learners.registry).
 gpicl = factory("transformer")
 lstm = factory("lstm")
+caml = factory("caml")
+snail = factory("snail")

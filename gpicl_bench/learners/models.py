@@ -13,11 +13,18 @@ import torch
 
 from gpicl_bench import checkpoints
 from gpicl_bench.errors import UserError
+from gpicl_bench.learners.caml import CAML
 from gpicl_bench.learners.gpicl import GPICLTransformer
 from gpicl_bench.learners.lstm import LSTMLearner
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel
+from gpicl_bench.learners.snail import SNAIL
 
-MODEL_KINDS: dict[str, type[SequenceModel]] = {"transformer": GPICLTransformer, "lstm": LSTMLearner}
+MODEL_KINDS: dict[str, type[SequenceModel]] = {
+    "transformer": GPICLTransformer,
+    "lstm": LSTMLearner,
+    "caml": CAML,
+    "snail": SNAIL,
+}
 
 
 def model_class(kind: str) -> type[SequenceModel]:

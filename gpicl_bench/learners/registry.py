@@ -101,6 +101,18 @@ LEARNERS.add(
     "nearest centroid after centring and L2 normalisation (Wang et al. 2019)",
     options={},
 )
+LEARNERS.add(
+    "caml",
+    "gpicl_bench.learners.meta_trained:caml",
+    "CAML's non-causal Transformer over [x ; ELMES label] tokens: checkpoint=PATH or fresh (meta-trained)",
+    options=_SEQUENCE_OPTIONS,
+)
+LEARNERS.add(
+    "snail",
+    "gpicl_bench.learners.meta_trained:snail",
+    "SNAIL: temporal convolutions and causal attention, GPICL's tokens: checkpoint=PATH or fresh (meta-trained)",
+    options=_SEQUENCE_OPTIONS,
+)
 
 
 def learner_label(ref: Ref) -> str:

@@ -1,9 +1,10 @@
 """What GPICL-style sequence learners share: tokens, the input-size rule, and the episode view of a sequence model.
 
-A sequence model reads tokens ``[x_t ; one-hot(y_{t-1})]`` (a "no label" symbol at t = 0) and predicts ``y_t`` at
-every position; meta-training (``gpicl_bench.training``) uses that sequence view. On a few-shot episode the support
+A causal sequence model reads tokens ``[x_t ; one-hot(y_{t-1})]`` (a "no label" symbol at t = 0) and predicts ``y_t``
+at every position; meta-training (``gpicl_bench.training``) uses that sequence view. On a few-shot episode the support
 set, in the sampler's seeded random order, is the context, and each query is read at the position right after it,
-seeing the support and itself only, never another query.
+seeing the support and itself only, never another query. A non-causal model (CAML's) reads each support example
+beside its own label and each query beside "no label", and predicts the queries only.
 
 Inputs reach the model through the input rule its config names (:mod:`gpicl_bench.learners.input_rule`), computed
 from the episode's support (a sequence's context) and shared by meta-training and every evaluation path, so one
@@ -107,6 +108,10 @@ class SequenceModel(nn.Module, abc.ABC):
 
     # Whether precision ``auto`` runs the model's matmuls in bf16 under autocast on CUDA.
     autocast_bf16: ClassVar[bool] = False
+    # Whether position t sees tokens 0..t only, so that the model predicts every context example from those before
+    # it: meta-training scores the context too, and the model has the sequence view behind in-context learning
+    # curves. A non-causal model sees the context's labels, and is scored on query slots only.
+    causal: ClassVar[bool] = True
 
     def __init__(self, config: SequenceConfig) -> None:
         super().__init__()
@@ -121,14 +126,23 @@ class SequenceModel(nn.Module, abc.ABC):
         entry point so that wrappers such as DistributedDataParallel see every training pass."""
         return self.sequence_logits(tokens) if query_tokens is None else self.read_episode(tokens, query_tokens)
 
+    def episode_tokens(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> tuple[Tensor, Tensor]:
+        """The tokens of an episode's support and queries (GPICL's: each beside the previous example's label)."""
+        return episode_tokens(support_x, support_y, query_x, self.config.max_classes)
+
+    def activations_per_token(self) -> int:
+        """Numbers per token that one block holds at its peak in inference (for the memory estimate)."""
+        return 12 * self.config.d_model
+
     @abc.abstractmethod
     def sequence_logits(self, tokens: Tensor) -> Tensor:
         """Causal logits [B, T, max_classes]: position t sees tokens 0..t."""
 
     @abc.abstractmethod
     def read_episode(self, support_tokens: Tensor, query_tokens: Tensor) -> Tensor:
-        """Logits [E, S+Q, max_classes]: causal over the support, then each query read right after the support,
-        seeing the support and itself only (meta-training uses all of them, evaluation the queries')."""
+        """Logits [E, S+Q, max_classes] of a causal model: causal over the support, then each query read right after
+        the support, seeing the support and itself only (meta-training uses all of them, evaluation the queries');
+        a non-causal model's are the queries' only, [E, Q, max_classes]."""
 
 
 def check_inference(orders: int, views: int, precision: str, **_: Any) -> None:
@@ -185,7 +199,7 @@ class SequenceLearner(Learner):
         attention scores, whichever attention kernel runs."""
         config = self.model.config
         tokens = support + query
-        activations = tokens * config.d_model * 12 + config.heads * tokens * tokens * 2
+        activations = tokens * self.model.activations_per_token() + config.heads * tokens * tokens * 2
         return super().bytes_per_episode(way, support, query, dim) + 4 * activations
 
     def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, way: int) -> Tensor:
@@ -201,14 +215,16 @@ class SequenceLearner(Learner):
             for order in range(self.orders):
                 shift = order * size // self.orders
                 x, y = viewed_support.roll(shift, dims=1), support_y.roll(shift, dims=1)
-                support, query = episode_tokens(x, y, viewed_query, config.max_classes)
+                support, query = self.model.episode_tokens(x, y, viewed_query)
                 with torch.no_grad(), self._autocast(support.device):
-                    logits = self.network(support, query)[:, size:, :way].float()
+                    logits = self.network(support, query)[:, -query.shape[1] :, :way].float()
                 scores = logits if passes == 1 else torch.log_softmax(logits, -1)
                 total = scores if total is None else total + scores
         return total / passes
 
     def sequence_predictions(self, x: Tensor, y: Tensor, way: int, support: int) -> Tensor:
+        if not self.model.causal:
+            raise TypeError(f"a {self.model.config.kind} model is not causal: it has no sequence view")
         config = self.model.config
         tokens = make_tokens(prepare_inputs(config, x, support), shift_labels(y), config.max_classes)
         with torch.no_grad(), self._autocast(tokens.device):

@@ -48,10 +48,10 @@ class TrainingOptions:
     encoder: str = knob("pixels", "encoder of image sources (their features come from the feature cache)")
     data_root: str = knob("", "folder of the image sources' data (default: $GPICL_BENCH_DATA)")
     cache_dir: str = knob("", "feature cache folder (default: $GPICL_BENCH_CACHE or ~/.cache/gpicl-bench)")
-    kind: str = knob("transformer", "model kind: transformer or lstm (transformer: GPICL)")
-    d_model: int = knob(128, "model width (transformer) or hidden size (lstm)")
-    layers: int = knob(4, "number of Transformer blocks or LSTM layers")
-    heads: int = knob(1, "attention heads (transformer); one head as wide as the model matches inputs best")
+    kind: str = knob("transformer", "model kind: transformer, lstm, caml or snail (transformer: GPICL)")
+    d_model: int = knob(128, "model width (transformer, caml, snail: also its filters and attention size) or lstm size")
+    layers: int = knob(4, "Transformer blocks (transformer, caml), LSTM layers, or TC + attention blocks (snail)")
+    heads: int = knob(1, "attention heads (not lstm); one head as wide as the model matches inputs best (transformer)")
     rotary_fraction: float = knob(0.0, "share of each attention head's dimensions given rotary positions (transformer)")
     input_rule: str = knob(
         "centre+basis+scale",
@@ -116,7 +116,8 @@ class TrainingOptions:
             )
         if self.way > self.max_classes:
             raise UserError(f"way ({self.way}) exceeds the model's max_classes ({self.max_classes})")
-        model_class(self.kind)
+        if not model_class(self.kind).causal and not self.queries:
+            raise UserError(f"{self.kind} sees the context's labels and learns from query slots: queries must be ≥ 1")
         input_rule.check(self.input_rule)
         self.distribution()  # the task knobs (ways, lengths, shares, mixture) are checked where they are used
 

@@ -410,7 +410,7 @@ def plot(
     """Plot accuracy vs shots with 95% CIs, one panel per setting, and in-context learning curves with 95% bands
     (needs the plot extra: matplotlib)."""
     for path in plots.plot_results(file, output or [Path("results.png")]):
-        stdout.print(f"figure: {path}", markup=False, highlight=False)
+        stdout.print(f"figure: {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
+from gpicl_bench import engine
 from gpicl_bench.distributed import Ranks
 from gpicl_bench.results import ResultsFile, load, load_curves
+from gpicl_bench.spec import Spec
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +70,7 @@ def test_train_on_two_processes_matches_one(tmp_path: Path) -> None:
     # Only summation order differs; Adam, which divides by the gradient's size, can turn that into weight differences
     # far above float precision for near-zero gradients, but far below one step of the learning rate (3e-3).
     assert max((one[name] - two[name]).abs().max().item() for name in one) < 3e-4
-    for name in ("one", "two"):
-        _gpicl_bench("run", "--learner", f"gpicl:checkpoint={tmp_path / name}", "--episodes", 200, "--quiet",
-                     "--shots", 5, "--out", tmp_path / f"{name}.h5")  # fmt: skip
-    assert np.array_equal(load(tmp_path / "one.h5")["correct"], load(tmp_path / "two.h5")["correct"])
+    checkpoints = tuple(f"gpicl:checkpoint={tmp_path / name}" for name in ("one", "two"))
+    spec = Spec(name="two-checkpoints", learners=checkpoints, shots=(5,), episodes=200)
+    one_run, two_run = engine.run(spec, None, torch.device("cpu"), 200)
+    assert np.array_equal(one_run.correct, two_run.correct)

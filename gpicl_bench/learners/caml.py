@@ -20,7 +20,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from gpicl_bench.errors import UserError
 from gpicl_bench.learners.gpicl import Block
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel, make_tokens
 
@@ -44,11 +43,10 @@ class CAML(SequenceModel):
     pass and returns their logits only."""
 
     autocast_bf16 = True  # precision auto: matmuls in bf16 on CUDA (see SequenceLearner)
+    attends = True
     causal = False
 
     def __init__(self, config: SequenceConfig) -> None:
-        if config.d_model % config.heads:
-            raise UserError(f"d_model ({config.d_model}) must be a multiple of heads ({config.heads})")
         super().__init__(config)
         classes = config.max_classes
         self.register_buffer("label_vectors", elmes(classes), persistent=False)  # fixed: not a weight

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpicl_bench.errors import UserError
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel
 
 
@@ -53,10 +52,9 @@ class GPICLTransformer(SequenceModel):
     """Causal Transformer in-context learner; ``read_episode`` reads all queries of all episodes in one pass."""
 
     autocast_bf16 = True  # precision auto: matmuls in bf16 on CUDA (see SequenceLearner)
+    attends = True
 
     def __init__(self, config: SequenceConfig) -> None:
-        if config.d_model % config.heads:
-            raise UserError(f"d_model ({config.d_model}) must be a multiple of heads ({config.heads})")
         super().__init__(config)
         self.embed = nn.Linear(self.token_dim, config.d_model)
         self.shift = nn.Linear(config.d_model, config.d_model)

@@ -112,8 +112,12 @@ class SequenceModel(nn.Module, abc.ABC):
     # it: meta-training scores the context too, and the model has the sequence view behind in-context learning
     # curves. A non-causal model sees the context's labels, and is scored on query slots only.
     causal: ClassVar[bool] = True
+    # Whether the model splits d_model into config.heads attention heads (then it must divide evenly).
+    attends: ClassVar[bool] = False
 
     def __init__(self, config: SequenceConfig) -> None:
+        if self.attends and config.d_model % config.heads:
+            raise UserError(f"d_model ({config.d_model}) must be a multiple of heads ({config.heads})")
         super().__init__()
         self.config = config
 

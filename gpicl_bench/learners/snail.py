@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpicl_bench.errors import UserError
 from gpicl_bench.learners.gpicl import query_mask
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceModel
 
@@ -83,10 +82,9 @@ class SNAIL(SequenceModel):
     """SNAIL's causal sequence model; ``read_episode`` reads all queries of all episodes in one pass."""
 
     autocast_bf16 = True  # precision auto: matmuls in bf16 on CUDA (see SequenceLearner)
+    attends = True
 
     def __init__(self, config: SequenceConfig) -> None:
-        if config.d_model % config.heads:
-            raise UserError(f"d_model ({config.d_model}) must be a multiple of heads ({config.heads})")
         super().__init__(config)
         width = config.d_model
         self.embed = nn.Linear(self.token_dim, width)

@@ -930,7 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "checks_passed": all(c.result.check_passed for c in cells),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        args.json.write_text(json.dumps(report, indent=2, default=json_default) + "\n")
         console.print(f"wrote {args.json}")
 
     contended = {
@@ -957,7 +957,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 3 if args.check and missed else 0
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """numpy scalars (from the accuracies) as plain numbers."""
     if isinstance(value, np.generic):
         return value.item()

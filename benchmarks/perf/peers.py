@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from batched_vs_loop import CONTENTION_WARNING, OtherProcessesMeter, machine_info
-from harness import CLASSES, QUERY, ROWS_PER_CLASS, WAY, cached_features
+from harness import CLASSES, QUERY, ROWS_PER_CLASS, WAY, cached_features, json_default
 from rich.console import Console
 from rich.table import Table
 
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "comparisons": [{**dataclasses.asdict(c), "agrees": c.agrees} for c in comparisons],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+        args.json.write_text(json.dumps(report, indent=2, default=json_default) + "\n")
     if args.readme:
         write_readme(args.readme, text)
         console.print(f"wrote the table into {args.readme}")
@@ -325,12 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         stderr.print(f"[red]target missed:[/] gpicl-bench under {TARGET:g}× easyfsl at D={missed}", soft_wrap=True)
         return 3
     return 0
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
 if __name__ == "__main__":

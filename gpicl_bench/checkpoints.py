@@ -10,6 +10,9 @@ architecture (``model``), what produced it (training options, data, seed, steps,
 the SHA-256 digest of the weights it was written with (``weights_sha256``). The file is written to a temporary and
 renamed, so weights and config land together or not at all, and loading checks the digest. Format 1 checkpoints
 (weights in ``NAME.safetensors`` beside the config in ``NAME.json``, as the shipped one) still load.
+
+Torch is imported only where tensors are read or written, so that a checkpoint's name, config and metadata are read
+(and a missing or foreign checkpoint reported) at once.
 """
 
 from __future__ import annotations
@@ -19,23 +22,23 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
 
 from gpicl_bench import __version__, atomic
 from gpicl_bench.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
 FORMAT_NAME = "gpicl-bench-checkpoint"
 FORMAT_VERSION = 2
 METADATA_KEY = "gpicl_bench"
-SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "gpicl-mixed.safetensors"
-WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+WEIGHT_DTYPES = ("float32", "float16")  # how a checkpoint may store its floating weights
 
-Model = TypeVar("Model", bound=nn.Module)
+Model = TypeVar("Model", bound="nn.Module")
 
 
 class Settings(Protocol):
@@ -61,12 +64,16 @@ def paths(path: str | Path) -> tuple[Path, Path]:
 
 def _as_stored(tensor: Tensor, dtype: str) -> Tensor:
     """A floating tensor in the storage type ``dtype`` (one of WEIGHT_DTYPES); other tensors as they are."""
-    return tensor.to(WEIGHT_DTYPES[dtype]) if tensor.is_floating_point() else tensor
+    import torch
+
+    return tensor.to(getattr(torch, dtype)) if tensor.is_floating_point() else tensor
 
 
 def round_to_storage(model: nn.Module, dtype: str) -> None:
     """Round the floating weights in place as ``save`` stores them in ``dtype``, so that metrics measured
     afterwards describe the model a checkpoint will load."""
+    import torch
+
     with torch.no_grad():
         for tensor in model.state_dict().values():
             tensor.copy_(_as_stored(tensor, dtype))
@@ -83,6 +90,8 @@ def check_target(path: str | Path, force: bool) -> None:
 
 def weights_digest(tensors: dict[str, Tensor]) -> str:
     """SHA-256 over every tensor's name, type, shape and bytes, in name order: what ties a config to its weights."""
+    import torch
+
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
@@ -95,6 +104,8 @@ def save(path: str | Path, model: Configured, metadata: dict[str, Any], dtype: s
     """Write weights (floating tensors stored as ``dtype``, one of WEIGHT_DTYPES; loading casts them back to the
     model's float32) and config in one file, atomically; returns its path. A format 1 config beside it is removed
     after the new file is in place (the new file's own config takes precedence meanwhile)."""
+    from safetensors.torch import save_file
+
     weights, old_config = paths(path)
     tensors = {
         name: _as_stored(tensor.detach(), dtype).to("cpu").contiguous() for name, tensor in model.state_dict().items()
@@ -116,7 +127,7 @@ def save(path: str | Path, model: Configured, metadata: dict[str, Any], dtype: s
 def _embedded_config(weights: Path) -> str | None:
     """The config JSON inside a format 2 checkpoint, or None for a format 1 file (weights only)."""
     try:
-        with safe_open(str(weights), framework="pt") as handle:
+        with safe_open(str(weights), framework="numpy") as handle:
             return (handle.metadata() or {}).get(METADATA_KEY)
     except (SafetensorError, OSError, ValueError) as error:
         raise UserError(f"checkpoint {weights} is corrupt or unreadable: {error}") from None
@@ -149,6 +160,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def _load_tensors(weights: Path, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
     if not weights.is_file():
         raise UserError(f"checkpoint weights {weights} not found")
     try:

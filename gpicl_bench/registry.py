@@ -144,8 +144,9 @@ class Entry(Generic[T]):
     """One component: its factory — or the ``module:attr`` target that loads it on first use — and a description.
 
     ``declared`` options and ``attributes`` (class attributes such as a suite's splits) are known without loading the
-    target; entries without declarations read both from the loaded factory. ``base`` (a ``module:attr``) is the class
-    that outside code must subclass, and ``origin`` says where such code comes from.
+    target; entries without declarations read both from the loaded factory. ``check`` (a ``module:attr`` importing
+    nothing heavy) vets option values the same way, before the target loads. ``base`` (a ``module:attr``) is the
+    class that outside code must subclass, and ``origin`` says where such code comes from.
     """
 
     name: str
@@ -155,6 +156,7 @@ class Entry(Generic[T]):
     attributes: Mapping[str, Any] = field(default_factory=dict)
     base: str | None = None
     origin: str = ""
+    check: str | None = None
 
     @functools.cached_property
     def factory(self) -> Callable[..., T]:
@@ -211,16 +213,18 @@ class Registry(Generic[T]):
         target: str | Callable[..., T],
         description: str,
         options: Mapping[str, Any] | None = None,
+        check: str | None = None,
         **attributes: Any,
     ) -> None:
         """Register a component: its factory, or a ``module:attr`` target loaded on first use. ``options`` declares
         the target's options so that listing and checking references need not import it (name → default, or a type
-        for an option without default); ``attributes`` declares the class attributes readers ask for."""
+        for an option without default); ``check`` names a function that vets their values (called with every option,
+        defaults filled in; it raises a UserError); ``attributes`` declares the class attributes readers ask for."""
         if not _NAME.fullmatch(name):
             raise ValueError(f"{self.kind} name {name!r}: use letters, digits, '-' and '_'")
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} registered twice")
-        self._entries[name] = Entry(name, target, description, options, attributes)
+        self._entries[name] = Entry(name, target, description, options, attributes, check=check)
 
     @functools.cached_property
     def _installed(self) -> dict[str, Entry[T]]:
@@ -266,6 +270,15 @@ class Registry(Generic[T]):
         kwargs = self.coerce_options(ref)
         kept = {k: _format(v) for k, v in kwargs.items() if v != params[k].default}
         return Ref(ref.name, kept)
+
+    def check(self, ref: Ref) -> None:
+        """Raise the user error that building the reference would meet in its names, option types or (where the
+        entry declares a check) option values, without loading the component."""
+        entry = self.entry(ref.name)
+        kwargs = self.coerce_options(ref)
+        if entry.check is not None:
+            defaults = {n: p.default for n, p in entry.options().items() if p.default is not inspect.Parameter.empty}
+            load_attribute(entry.check)(**{**defaults, **kwargs})
 
     def build(self, ref: Ref) -> T:
         entry = self.entry(ref.name)

@@ -145,7 +145,7 @@ class ResultsFile:
             atomic.clean_stale_temporaries(path)
             with atomic.replacing(path) as temporary, h5py.File(temporary, "w") as handle:
                 handle.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **attrs})
-                handle.create_group("groups")
+                handle.create_group("groups", track_order=True)  # iterated in the order written: the spec's
         except BaseException:
             lock.release()
             raise
@@ -261,14 +261,23 @@ class ResultsFile:
             ) from None
 
     def frame(self) -> pd.DataFrame:
-        """One row per episode of every complete group, with the group's attributes as columns."""
+        """One row per episode of every complete group, with the group's attributes as columns, in reading order:
+        suites, then ways, shots and queries in numeric order, then learners; suites and learners in the order they
+        were written (the spec's; name order in files written before groups kept their order)."""
         frames = []
         for attrs, group in self.groups():
             data = {name: group[name][()] for name in EPISODE_COLUMNS}
             frames.append(pd.DataFrame({**{c: attrs.get(c) for c in GROUP_COLUMNS}, **data}))
         if not frames:
             return pd.DataFrame(columns=[*GROUP_COLUMNS, *EPISODE_COLUMNS])
-        return pd.concat(frames, ignore_index=True)
+        frame = pd.concat(frames, ignore_index=True)
+        written = {column: {v: i for i, v in enumerate(pd.unique(frame[column]))} for column in ("suite", "learner")}
+        return frame.sort_values(
+            ["suite", "way", "shot", "query", "learner"],
+            key=lambda column: column.map(written[column.name]) if column.name in written else column,
+            kind="stable",
+            ignore_index=True,
+        )
 
 
 def _reserve(path: Path, size: int) -> None:

@@ -18,7 +18,7 @@ from gpicl_bench import atomic
 from gpicl_bench.encoders import encoder_ref
 from gpicl_bench.episode_shape import EpisodeShape
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners.registry import learner_label
+from gpicl_bench.learners.registry import LEARNERS, learner_label
 from gpicl_bench.registry import Ref
 from gpicl_bench.suites import suite_ref
 
@@ -90,7 +90,10 @@ class Spec:
     def check_references(self) -> None:
         """Raise the user error that an unknown name or a bad option in the spec's learners, suites or encoder would
         meet later, before any data or model is loaded: built-in components are checked against their declared
-        options, importing nothing heavy. (Optional suites are checked where they run: an unusable one is skipped.)"""
+        options and checks, importing nothing heavy. (Optional suites are checked where they run: an unusable one is
+        skipped.)"""
+        for text in self.learners:
+            LEARNERS.check(Ref.parse(text))
         self.learner_refs()
         for text in self.suites:
             suite_ref(text)

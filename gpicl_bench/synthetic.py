@@ -29,7 +29,6 @@ from torch import Tensor
 
 from gpicl_bench.episodes import random_bits, stream_key, uniform_open
 
-FAMILIES = ("gaussian", "nonlinear", "fields")
 BANK_SIZE = 1 << 22  # 4M Gaussians (16 MB): windows at hashed offsets serve as independent Gaussian vectors
 MEAN_RANK = 16  # the most dimensions of a gaussian task's class-mean subspace
 NOISE_RANK = 16  # dimensions of a gaussian task's structured noise

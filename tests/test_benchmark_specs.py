@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gpicl_bench import checkpoints, reference
-from gpicl_bench.learners.models import load_model
+from gpicl_bench.learners.models import MODEL_KINDS, load_model
 from gpicl_bench.registry import Ref
 from gpicl_bench.spec import load_spec, read_toml
 from gpicl_bench.training import TrainingOptions
@@ -33,17 +33,28 @@ def test_benchmark_spec_is_valid(path: Path) -> None:
     assert len(spec.learner_labels()) == len(values["learners"])  # every learner known, its options typed
 
 
-def test_shipped_checkpoint_comes_from_its_committed_recipe() -> None:
-    """The shipped weights are what `gpicl-bench train benchmarks/gpicl-mixed-train.toml` writes: every knob of the
-    recipe as recorded in the checkpoint, trained on the digits `train` images (and synthetic tasks) only, and within
-    the 10 MB budget."""
-    recipe = read_toml(BENCHMARKS_DIR / "gpicl-mixed-train.toml")
-    metadata = checkpoints.read_metadata(checkpoints.SHIPPED)
+# Each shipped checkpoint and the committed recipe that writes it.
+SHIPPED_RECIPES = {"transformer": "gpicl-mixed-train.toml"}
+
+
+def test_every_shipped_checkpoint_has_a_recipe() -> None:
+    assert {kind for kind, declared in MODEL_KINDS.items() if declared.shipped} == set(SHIPPED_RECIPES)
+
+
+@pytest.mark.parametrize("kind", SHIPPED_RECIPES)
+def test_shipped_checkpoint_comes_from_its_committed_recipe(kind: str) -> None:
+    """The shipped weights are what `gpicl-bench train benchmarks/RECIPE.toml` writes: every knob of the recipe as
+    recorded in the checkpoint, trained on the digits `train` images (and synthetic tasks) only, and within the 10 MB
+    budget."""
+    recipe = read_toml(BENCHMARKS_DIR / SHIPPED_RECIPES[kind])
+    shipped = MODEL_KINDS[kind].shipped_checkpoint()
+    metadata = checkpoints.read_metadata(shipped)
     assert {key: metadata["training"][key] for key in recipe} == recipe
     assert metadata["steps"] == recipe["steps"]  # ran to the end, not cut by a time budget
     assert metadata["data"]["sources"] == ["digits"] and metadata["data"]["split"] == "train"
-    assert checkpoints.SHIPPED.stat().st_size <= 10_000_000
-    load_model(checkpoints.SHIPPED)  # weights match the recorded architecture
+    assert shipped.stat().st_size <= 10_000_000
+    model, _ = load_model(shipped)  # weights match the recorded architecture
+    assert model.config.kind == kind
 
 
 def test_caml_table_spec_covers_every_suite_of_the_paper() -> None:

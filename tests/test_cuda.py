@@ -13,7 +13,8 @@ from gpicl_bench.evaluation import evaluate_group
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
 from gpicl_bench.suites import SplitData, open_suite
-from gpicl_bench.tasks import TaskDistribution, TaskStream
+from gpicl_bench.task_distribution import TaskDistribution
+from gpicl_bench.tasks import TaskStream
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners import input_rule
+from gpicl_bench.learners import input_rule, input_rule_grammar
 from gpicl_bench.learners.models import MODEL_KINDS, build_model
 from gpicl_bench.learners.sequence import SequenceConfig, SequenceLearner
 from gpicl_bench.tasks import TaskBatch
@@ -133,9 +133,9 @@ def test_the_sequence_view_takes_its_statistics_from_the_support() -> None:
 
 
 def test_rules_are_validated() -> None:
-    assert input_rule.parse("scale+centre") == {"centre", "scale"}
+    assert input_rule_grammar.parse("scale+centre") == {"centre", "scale"}
     for bad in ("", "centre+rotate", "standardise+centre"):
         with pytest.raises(UserError, match="input rule"):
-            input_rule.parse(bad)
+            input_rule_grammar.parse(bad)
     with pytest.raises(UserError, match="input rule"):
         TrainingOptions(input_rule="whiten")

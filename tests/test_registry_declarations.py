@@ -9,7 +9,7 @@ import inspect
 import pytest
 
 from gpicl_bench.encoders import ENCODERS
-from gpicl_bench.learners.models import MODEL_KINDS
+from gpicl_bench.learners.models import MODEL_KINDS, model_class
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.registry import Entry, signature_options
@@ -54,7 +54,16 @@ def test_a_declaration_that_drifted_is_caught() -> None:
 
 
 def test_the_model_kind_knob_names_every_model_kind() -> None:
-    """Its help is written out (the kind table imports torch); every kind the table knows must be in it."""
+    """Its help is written out; every kind the table knows must be in it."""
     kind = next(f for f in dataclasses.fields(TrainingOptions) if f.name == "kind")
     named = kind.metadata["help"].removeprefix("model kind: ").split(" (")[0].replace(" or ", ", ").split(", ")
     assert sorted(named) == sorted(MODEL_KINDS)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_a_model_kind_declares_what_its_class_says(kind: str) -> None:
+    """The table names a real SequenceModel class, and its causal flag is the class's."""
+    from gpicl_bench.learners.sequence import SequenceModel
+
+    assert issubclass(model_class(kind), SequenceModel)
+    assert MODEL_KINDS[kind].causal is model_class(kind).causal

@@ -36,6 +36,24 @@ def test_round_trip(tmp_path: Path) -> None:
     assert results.attrs()["seed"] == 3
 
 
+def test_groups_read_back_in_the_order_written_with_shapes_in_numeric_order(tmp_path: Path) -> None:
+    """Summaries and tables list suites and learners as the spec gave them (here against name order) and 10 shots
+    after 1 and 5 (against text order)."""
+    results = ResultsFile.create(tmp_path / "r.h5", {"spec": "{}", "seed": 3})
+    for suite in ("mini-imagenet", "cub"):
+        for shot in (10, 1, 5):
+            for learner in ("protonet", "knn"):
+                key = GroupKey(suite, learner, 5, shot, 15)
+                results.add_group(key, np.arange(2), np.array([1, 2]), {"split": "test", "seed": 3})
+    groups = load(tmp_path / "r.h5")[["suite", "shot", "learner"]].drop_duplicates()
+    assert [tuple(row) for row in groups.itertuples(index=False)] == [
+        (suite, shot, learner)
+        for suite in ("mini-imagenet", "cub")
+        for shot in (1, 5, 10)
+        for learner in ("protonet", "knn")
+    ]
+
+
 def test_create_refuses_to_overwrite(tmp_path: Path) -> None:
     make_file(tmp_path / "r.h5")
     with pytest.raises(UserError, match="already exists"):

@@ -19,7 +19,7 @@ from gpicl_bench.learners.sequence import SequenceConfig, SequenceLearner, prepa
 from gpicl_bench.registry import Ref
 
 SMALL = {"d_model": 16, "layers": 2, "heads": 2}
-CAUSAL_KINDS = [kind for kind, model_class in MODEL_KINDS.items() if model_class.causal]
+CAUSAL_KINDS = [kind for kind, declared in MODEL_KINDS.items() if declared.causal]
 
 
 def model(kind: str, rule: str = "centre+basis+scale") -> torch.nn.Module:

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "scipy", "h5py", "pandas", "matplotlib", "sklearn", "PIL", "safetensors")
+from gpicl_bench.learners.models import MODEL_KINDS
+
+SHIPPED_GPICL = MODEL_KINDS["transformer"].shipped_checkpoint()
+HEAVY = ("torch", "scipy", "h5py", "pandas", "matplotlib", "sklearn", "PIL")  # (safetensors alone: 1 ms)
 
 # (arguments, exit code): each runs in one fresh interpreter, one after the other.
 COMMANDS = [
@@ -36,6 +39,15 @@ COMMANDS = [
     (["plot", "missing.h5"], 2),
     (["train", "--steps", "many"], 2),
     (["train", "missing.toml"], 2),
+    (["train", "--way", "1"], 2),
+    (["train", "--kind", "caml", "--queries", "0"], 2),
+    (["train", "--kind", "perceiver"], 2),
+    (["train", "--input-rule", "centre+whiten"], 2),
+    (["train", "--weights-dtype", "bfloat16"], 2),
+    (["run", "--learner", "gpicl:fresh,min_way=1"], 2),
+    (["run", "--learner", "metaopt:c=-1"], 2),
+    (["run", "--learner", "gpicl:checkpoint=missing.safetensors"], 2),
+    (["run", "--learner", f"lstm:checkpoint={SHIPPED_GPICL}"], 2),  # a checkpoint of another kind
     (["suites", "cubb"], 2),
     (["features", "--suite", "digits:size=3"], 2),
 ]

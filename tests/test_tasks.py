@@ -7,7 +7,8 @@ import torch
 
 from gpicl_bench.errors import UserError
 from gpicl_bench.suites import open_suite
-from gpicl_bench.tasks import TaskDistribution, TaskStream
+from gpicl_bench.task_distribution import TaskDistribution
+from gpicl_bench.tasks import TaskStream
 
 
 @pytest.fixture(scope="module")

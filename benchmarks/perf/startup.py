@@ -38,6 +38,10 @@ COMMANDS = (
     ("error: unknown device", ["run", "--device", "tpu"]),
     ("error: missing results file", ["compare", "missing.h5"]),
     ("error: bad training knob", ["train", "--steps", "many"]),
+    ("error: impossible training knobs", ["train", "--way", "1"]),
+    ("error: bad learner option value", ["run", "--learner", "metaopt:c=-1"]),
+    ("error: fresh learner's knob", ["run", "--learner", "gpicl:fresh,min_way=1"]),
+    ("error: missing checkpoint", ["run", "--learner", "gpicl:checkpoint=missing.safetensors"]),
 )
 
 # Runs one command the way the gpicl-bench script does, then reports the heavy libraries it imported.

@@ -30,33 +30,11 @@ import torch
 from torch import Tensor
 
 from gpicl_bench.episodes import STREAM_INPUT_MAP, random_projections
-from gpicl_bench.errors import UserError
+from gpicl_bench.learners.input_rule_grammar import LEGACY, parse
 
 FIXED_SEED = 0  # seeds the fixed input-size map
-LEGACY = "standardise"
-PARTS = ("centre", "basis", "scale")
 _EPS = 1e-6
 _RANK_TOLERANCE = 1e-5  # singular values below this share of the largest span nothing
-
-
-def parse(rule: str) -> frozenset[str]:
-    """The parts of a rule written as ``centre+basis+scale`` (any subset, any order), or ``standardise``."""
-    parts = frozenset(part.strip() for part in rule.split("+"))
-    if parts == {LEGACY}:
-        return parts
-    unknown = sorted(parts - set(PARTS))
-    if unknown or not rule.strip():
-        raise UserError(
-            f"input rule {rule!r}: use parts of {'+'.join(PARTS)} joined by '+', or {LEGACY!r}"
-            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-        )
-    return parts
-
-
-def check(rule: str) -> str:
-    """The rule, validated (for configs and training options)."""
-    parse(rule)
-    return rule
 
 
 def apply(rule: str, x: Tensor, context: int, input_dim: int) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpicl_bench.errors import UserError
+from gpicl_bench.learners import option_checks
 from gpicl_bench.learners.base import EpisodeRows, RowLearner, combine_squared_distances
 
 
@@ -18,8 +18,7 @@ class KNearestNeighbours(RowLearner):
     """
 
     def __init__(self, *, k: int = 1) -> None:
-        if k < 1:
-            raise UserError(f"knn needs k ≥ 1, got {k}")
+        option_checks.knn(k=k)
         self.k = k
 
     def predict_rows(self, support: EpisodeRows, support_y: Tensor, query: EpisodeRows, way: int) -> Tensor:

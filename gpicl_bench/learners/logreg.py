@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpicl_bench.errors import UserError
+from gpicl_bench.learners import option_checks
 from gpicl_bench.learners.base import Learner
 
 
@@ -21,8 +21,7 @@ class LogisticRegression(Learner):
     """
 
     def __init__(self, *, c: float = 1.0, steps: int = 500) -> None:
-        if c <= 0 or steps < 1:
-            raise UserError(f"logreg needs c > 0 and steps ≥ 1, got c={c}, steps={steps}")
+        option_checks.logreg(c=c, steps=steps)
         self.c = c
         self.steps = steps
 

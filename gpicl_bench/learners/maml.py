@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from gpicl_bench.encoders.external import optional_import
 from gpicl_bench.episodes import EpisodeShape
 from gpicl_bench.errors import UserError
+from gpicl_bench.learners import option_checks
 from gpicl_bench.learners.base import Learner
 from gpicl_bench.learners.meta_training import EpisodicTraining
 
@@ -46,8 +47,10 @@ class MAML(Learner):
         first_order: bool = False,
         seed: int = 0,
     ) -> None:
-        if min(way - 1, shot, meta_steps, tasks_per_step, adapt_steps) < 1 or adapt_lr <= 0 or meta_lr <= 0:
-            raise UserError("maml needs way ≥ 2, positive shot, steps, tasks and learning rates")
+        option_checks.maml(
+            way=way, shot=shot, meta_steps=meta_steps, tasks_per_step=tasks_per_step, adapt_steps=adapt_steps,
+            adapt_lr=adapt_lr, meta_lr=meta_lr,
+        )  # fmt: skip
         self.source, self.shape, self.seed = source, EpisodeShape(way, shot, META_QUERIES), seed
         self.meta_steps, self.tasks_per_step, self.meta_lr = meta_steps, tasks_per_step, meta_lr
         self.adapt_steps, self.adapt_lr, self.first_order = adapt_steps, adapt_lr, first_order

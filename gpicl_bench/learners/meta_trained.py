@@ -17,12 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gpicl_bench import checkpoints
-from gpicl_bench.errors import UserError
-from gpicl_bench.learners import input_rule
+from gpicl_bench.learners import input_rule_grammar, option_checks
 from gpicl_bench.learners.base import Learner
-from gpicl_bench.learners.models import load_model, model_class
-from gpicl_bench.learners.sequence import SequenceLearner, SequenceModel, check_inference
+from gpicl_bench.learners.models import load_model, model_class, model_kind
+from gpicl_bench.learners.sequence import SequenceLearner, SequenceModel
 from gpicl_bench.learners.training_options import TrainingOptions, knob_type
 
 TRAINING_FIELDS = [f for f in dataclasses.fields(TrainingOptions) if f.name != "kind"]
@@ -31,11 +29,10 @@ TRAINING_FIELDS = [f for f in dataclasses.fields(TrainingOptions) if f.name != "
 # 5-shot with the digits checkpoint (input rule standardise), at 4× the cost.
 DEFAULT_VIEWS = 0
 ROTATION_VIEWS = 4
-SHIPPED = {"transformer": checkpoints.SHIPPED}  # the checkpoint each model kind's learner loads by default
 
 
 def default_views(rule: str) -> int:
-    return 1 if "basis" in input_rule.parse(rule) else ROTATION_VIEWS
+    return 1 if "basis" in input_rule_grammar.parse(rule) else ROTATION_VIEWS
 
 
 class MetaTrained(Learner):
@@ -47,28 +44,21 @@ class MetaTrained(Learner):
     def __init__(
         self, kind: str, checkpoint: str, fresh: bool, inference: dict[str, Any], training: dict[str, Any]
     ) -> None:
-        check_inference(**{**inference, "views": inference["views"] or 1})  # views 0 (automatic) is resolved below
+        self.options = option_checks.meta_trained(
+            kind, checkpoint=checkpoint, fresh=fresh, **inference, **{**TrainingOptions.defaults(), **training}
+        )
         self.kind = kind
         self.inference = dict(inference)  # SequenceLearner's options: orders, views, precision, compile
         self.learner: SequenceLearner | None = None
         self.metadata: dict[str, Any] = {}
         self.checkpoint = ""
-        self.options: TrainingOptions | None = None
-        if fresh:
-            if checkpoint:
-                raise UserError("give either checkpoint=… or fresh, not both")
-            self.options = TrainingOptions.from_values({"kind": kind, **training}, f"{kind} learner")
+        if self.options is not None:
             self.inference["views"] = inference["views"] or default_views(self.options.input_rule)
             return
-        if training:
-            raise UserError(f"training options ({', '.join(sorted(training))}) need the flag fresh")
-        if not checkpoint and kind not in SHIPPED:
-            raise UserError(f"{kind} ships no checkpoint: use {kind}:checkpoint=PATH or {kind}:fresh,…")
-        path = checkpoint or SHIPPED[kind]
-        self.checkpoint = checkpoint or str(SHIPPED[kind].relative_to(SHIPPED[kind].parents[2]))  # in the package
-        model, metadata = load_model(path)
-        if model.config.kind != kind:
-            raise UserError(f"checkpoint {checkpoint} holds a {model.config.kind} model, not a {kind}")
+        shipped = model_kind(kind).shipped_checkpoint()
+        path = checkpoint or shipped
+        self.checkpoint = checkpoint or str(shipped.relative_to(shipped.parents[2]))  # in the package
+        model, metadata = load_model(path)  # its kind was checked above
         self.metadata = metadata
         self.inference["views"] = inference["views"] or default_views(model.config.input_rule)
         self.learner = SequenceLearner(model, **self.inference)

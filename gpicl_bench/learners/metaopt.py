@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpicl_bench.errors import UserError
+from gpicl_bench.learners import option_checks
 from gpicl_bench.learners.base import Learner
 
 
@@ -27,8 +27,7 @@ class MetaOpt(Learner):
     """
 
     def __init__(self, *, c: float = 0.1, intercept: bool = False, steps: int = 500) -> None:
-        if c <= 0 or steps < 1:
-            raise UserError(f"metaopt needs c > 0 and steps ≥ 1, got c={c}, steps={steps}")
+        option_checks.metaopt(c=c, steps=steps)
         self.c = c
         self.intercept = intercept
         self.steps = steps

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpicl_bench.errors import UserError
+from gpicl_bench.learners import option_checks
 from gpicl_bench.learners.base import EpisodeRows, Learner
 
 
@@ -33,8 +33,7 @@ class MetaQDA(Learner):
     """
 
     def __init__(self, *, kappa: float = 0.1, dof: float = 1.0, scale: float = 10.0, map: bool = False) -> None:
-        if kappa <= 0 or dof <= 0 or scale <= 0:
-            raise UserError(f"metaqda needs kappa, dof and scale > 0, got kappa={kappa}, dof={dof}, scale={scale}")
+        option_checks.metaqda(kappa=kappa, dof=dof, scale=scale)
         self.kappa = kappa
         self.dof = dof
         self.scale = scale

@@ -1,14 +1,14 @@
 """The learner registry: a learner is one module in this package plus one entry here.
 
-An entry names its class as ``module:attr`` and declares its options, so that listing learners and checking
-references import no learner (nor torch); tests/test_registry.py checks every declaration against the real class.
+An entry names its class as ``module:attr``, declares its options and names the check of their values (in
+:mod:`gpicl_bench.learners.option_checks`), so that listing learners and checking references import no learner (nor
+torch); tests/test_registry_declarations.py checks every declaration against the real class.
 Learners outside the package are named by module path or file, or installed as entry points of the group
 ``gpicl_bench.learners`` (see :mod:`gpicl_bench.registry`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from gpicl_bench.learners.training_options import TrainingOptions
@@ -27,7 +27,7 @@ _SEQUENCE_OPTIONS = {
     "views": 0,
     "precision": "auto",
     "compile": False,
-    **{f.name: f.default for f in dataclasses.fields(TrainingOptions) if f.name != "kind"},
+    **TrainingOptions.defaults(),
 }
 
 LEARNERS.add(
@@ -41,12 +41,14 @@ LEARNERS.add(
     "gpicl_bench.learners.knn:KNearestNeighbours",
     "k-nearest-neighbour vote over the support set",
     options={"k": 1},
+    check="gpicl_bench.learners.option_checks:knn",
 )
 LEARNERS.add(
     "logreg",
     "gpicl_bench.learners.logreg:LogisticRegression",
     "L2 multinomial logistic regression per episode, scikit-learn's objective",
     options={"c": 1.0, "steps": 500},
+    check="gpicl_bench.learners.option_checks:logreg",
 )
 LEARNERS.add(
     "maml",
@@ -64,36 +66,42 @@ LEARNERS.add(
         "first_order": False,
         "seed": 0,
     },
+    check="gpicl_bench.learners.option_checks:maml",
 )
 LEARNERS.add(
     "gpicl",
     "gpicl_bench.learners.meta_trained:gpicl",
     "GPICL causal Transformer: the shipped checkpoint, checkpoint=PATH, or fresh (meta-trained)",
     options=_SEQUENCE_OPTIONS,
+    check="gpicl_bench.learners.option_checks:gpicl",
 )
 LEARNERS.add(
     "lstm",
     "gpicl_bench.learners.meta_trained:lstm",
     "LSTM in-context learner with GPICL's tokens: checkpoint=PATH or fresh (meta-trained)",
     options=_SEQUENCE_OPTIONS,
+    check="gpicl_bench.learners.option_checks:lstm",
 )
 LEARNERS.add(
     "metaopt",
     "gpicl_bench.learners.metaopt:MetaOpt",
     "MetaOptNet's Crammer–Singer linear SVM, LinearSVC's objective (Lee et al. 2019)",
     options={"c": 0.1, "intercept": False, "steps": 500},
+    check="gpicl_bench.learners.option_checks:metaopt",
 )
 LEARNERS.add(
     "ridge",
     "gpicl_bench.learners.ridge:Ridge",
     "R2D2's closed-form ridge regression onto one-hot labels (Bertinetto et al. 2019)",
     options={"alpha": 50.0, "intercept": False},
+    check="gpicl_bench.learners.option_checks:ridge",
 )
 LEARNERS.add(
     "metaqda",
     "gpicl_bench.learners.metaqda:MetaQDA",
     "MetaQDA: Bayesian QDA under a shared Normal-inverse-Wishart prior (Zhang et al. 2021)",
     options={"kappa": 0.1, "dof": 1.0, "scale": 10.0, "map": False},
+    check="gpicl_bench.learners.option_checks:metaqda",
 )
 LEARNERS.add(
     "simpleshot",
@@ -106,12 +114,14 @@ LEARNERS.add(
     "gpicl_bench.learners.meta_trained:caml",
     "CAML's non-causal Transformer over [x ; ELMES label] tokens: checkpoint=PATH or fresh (meta-trained)",
     options=_SEQUENCE_OPTIONS,
+    check="gpicl_bench.learners.option_checks:caml",
 )
 LEARNERS.add(
     "snail",
     "gpicl_bench.learners.meta_trained:snail",
     "SNAIL: temporal convolutions and causal attention, GPICL's tokens: checkpoint=PATH or fresh (meta-trained)",
     options=_SEQUENCE_OPTIONS,
+    check="gpicl_bench.learners.option_checks:snail",
 )
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gpicl_bench.errors import UserError
+from gpicl_bench.learners import option_checks
 from gpicl_bench.learners.base import Learner
 
 
@@ -25,8 +25,7 @@ class Ridge(Learner):
     """
 
     def __init__(self, *, alpha: float = 50.0, intercept: bool = False) -> None:
-        if alpha <= 0:
-            raise UserError(f"ridge needs alpha > 0, got {alpha}")
+        option_checks.ridge(alpha=alpha)
         self.alpha = alpha
         self.intercept = intercept
 

@@ -25,11 +25,10 @@ from torch import Tensor, nn
 
 from gpicl_bench.episodes import STREAM_VIEW, random_projections
 from gpicl_bench.errors import UserError
-from gpicl_bench.learners import input_rule
+from gpicl_bench.learners import input_rule, input_rule_grammar, option_checks
 from gpicl_bench.learners.base import Learner
 
 FIXED_SEED = 0  # seeds the fixed view rotations
-PRECISIONS = ("auto", "fp32")
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,14 @@ class SequenceConfig:
     layers: int = 4
     heads: int = 1
     rotary_fraction: float = 1.0  # share of each head's dimensions that rotary positions rotate (transformer)
-    input_rule: str = input_rule.LEGACY  # configs written before input rules existed used this one
+    input_rule: str = input_rule_grammar.LEGACY  # configs written before input rules existed used this one
 
     def __post_init__(self) -> None:
         if self.max_classes < 2 or min(self.input_dim, self.d_model, self.layers, self.heads) < 1:
             raise UserError(f"invalid model size: {self}")
         if not 0.0 <= self.rotary_fraction <= 1.0:
             raise UserError(f"rotary_fraction must be between 0 and 1, got {self.rotary_fraction}")
-        input_rule.check(self.input_rule)
+        input_rule_grammar.check(self.input_rule)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,14 +148,6 @@ class SequenceModel(nn.Module, abc.ABC):
         a non-causal model's are the queries' only, [E, Q, max_classes]."""
 
 
-def check_inference(orders: int, views: int, precision: str, **_: Any) -> None:
-    """Reject impossible inference options; a fresh learner checks them before it meta-trains."""
-    if orders < 1 or views < 1:
-        raise UserError(f"orders and views must be at least 1, got {orders} and {views}")
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
 class SequenceLearner(Learner):
     """The few-shot learner view of a sequence model (queries never see each other).
 
@@ -183,7 +174,9 @@ class SequenceLearner(Learner):
     def __init__(
         self, model: SequenceModel, orders: int = 1, views: int = 1, precision: str = "auto", compile: bool = False
     ) -> None:
-        check_inference(orders, views, precision)
+        option_checks.inference(orders=orders, views=views, precision=precision)
+        if views < 1:
+            raise UserError(f"a SequenceLearner reads at least 1 view, got {views} (0, automatic, is the registry's)")
         self.model = model.eval()
         self.orders = orders
         self.views = views

@@ -20,7 +20,7 @@ from gpicl_bench.errors import UserError
 
 if TYPE_CHECKING:
     from gpicl_bench.learners.sequence import SequenceConfig
-    from gpicl_bench.tasks import TaskDistribution
+    from gpicl_bench.task_distribution import TaskDistribution
 
 _KNOB_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 KNOB_NOUNS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
@@ -93,8 +93,8 @@ class TrainingOptions:
 
     def __post_init__(self) -> None:
         from gpicl_bench import checkpoints
-        from gpicl_bench.learners import input_rule
-        from gpicl_bench.learners.models import model_class
+        from gpicl_bench.learners import input_rule_grammar
+        from gpicl_bench.learners.models import model_kind
 
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -116,9 +116,9 @@ class TrainingOptions:
             )
         if self.way > self.max_classes:
             raise UserError(f"way ({self.way}) exceeds the model's max_classes ({self.max_classes})")
-        if not model_class(self.kind).causal and not self.queries:
+        if not model_kind(self.kind).causal and not self.queries:
             raise UserError(f"{self.kind} sees the context's labels and learns from query slots: queries must be ≥ 1")
-        input_rule.check(self.input_rule)
+        input_rule_grammar.check(self.input_rule)
         self.distribution()  # the task knobs (ways, lengths, shares, mixture) are checked where they are used
 
     def model_config(self, input_dim: int) -> SequenceConfig:
@@ -137,7 +137,7 @@ class TrainingOptions:
 
     def distribution(self, warming_up: bool = True) -> TaskDistribution:
         """The task distribution; after the curriculum (``warming_up`` False) without the plateau aids."""
-        from gpicl_bench.tasks import SOURCES, TaskDistribution
+        from gpicl_bench.task_distribution import SOURCES, TaskDistribution
 
         return TaskDistribution(
             way=self.way,
@@ -156,6 +156,11 @@ class TrainingOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every knob but the model kind, at its default."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name != "kind"}
 
     @classmethod
     def from_values(cls, values: dict[str, Any], where: str) -> TrainingOptions:

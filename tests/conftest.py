@@ -8,6 +8,9 @@ import pytest
 
 from gpicl_bench.cli import main
 
+# Meta-training options that make a fresh sequence learner in seconds, for tests whose subject is not its accuracy.
+TINY_TRAINING = "d_model=8,layers=1,steps=2,batch_size=4,eval_every=2,eval_episodes=10"
+
 
 @dataclass
 class CliResult:

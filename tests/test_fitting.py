@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_TRAINING
 from layouts_fine_grained import write_folder
 from torch import Tensor, nn
 
@@ -37,7 +38,6 @@ from gpicl_bench.suites import open_suite
 FORBIDDEN = ("suites", "training", "features", "engine", "cli", "fitting")  # modules of gpicl_bench
 LEARNERS_DIR = Path(gpicl_bench.learners.__file__).parent
 ENCODER = "pixels:size=8"  # 8 × 8 × 3 = 192 features
-TINY = "d_model=8,layers=1,steps=2,batch_size=4,eval_every=2,eval_episodes=10"
 
 
 def _imported(path: Path) -> set[str]:
@@ -179,7 +179,7 @@ def test_a_fresh_sequence_model_meta_trains_on_the_runs_encoder_data_root_and_ca
     """``gpicl:fresh`` with an image source, in a run with --encoder, --data-root and --cache-dir: the model is
     meta-trained on those features, and its details in the results say so."""
     cache, out = tmp_path / "cache", tmp_path / "r.h5"
-    learner = f"gpicl:fresh,source=folder:root=images,way=3,eval_way=3,eval_shot=1,{TINY}"
+    learner = f"gpicl:fresh,source=folder:root=images,way=3,eval_way=3,eval_shot=1,{TINY_TRAINING}"
     result = cli("run", "--suite", "folder:root=images", "--learner", learner, "--encoder", ENCODER,
                  "--data-root", image_root, "--cache-dir", cache, "--ways", "3", "--shots", "1", "--queries", "2",
                  "--episodes", "10", "--out", out, "--quiet")  # fmt: skip
@@ -207,8 +207,8 @@ def test_a_learners_own_data_options_win_over_the_runs() -> None:
 @pytest.mark.parametrize(
     ("learner", "message"),
     [
-        (f"gpicl:fresh,source=nowhere,{TINY}", "unknown suite 'nowhere'"),
-        (f"lstm:fresh,source=folder:root=missing,{TINY}", "no directory"),
+        (f"gpicl:fresh,source=nowhere,{TINY_TRAINING}", "unknown suite 'nowhere'"),
+        (f"lstm:fresh,source=folder:root=missing,{TINY_TRAINING}", "no directory"),
         ("maml:source=digitz", "unknown suite 'digitz'"),
         ("gpicl:fresh,heads=3,d_model=8,layers=1,steps=2", "multiple of heads"),
     ],

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from conftest import TINY_TRAINING
 
 from gpicl_bench import fitting
 from gpicl_bench.learners.base import Learner
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.registry import Ref
-
-TINY_TRAINING = "d_model=8,layers=1,steps=2,batch_size=4,eval_every=2,eval_episodes=10"
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ import inspect
 import pytest
 
 from gpicl_bench.encoders import ENCODERS
+from gpicl_bench.errors import UserError
 from gpicl_bench.learners.models import MODEL_KINDS, model_class
 from gpicl_bench.learners.registry import LEARNERS
 from gpicl_bench.learners.training_options import TrainingOptions
-from gpicl_bench.registry import Entry, signature_options
+from gpicl_bench.registry import Entry, Ref, signature_options
 from gpicl_bench.suites import SUITES
 
 ENTRIES = {
@@ -67,3 +68,23 @@ def test_a_model_kind_declares_what_its_class_says(kind: str) -> None:
 
     assert issubclass(model_class(kind), SequenceModel)
     assert MODEL_KINDS[kind].causal is model_class(kind).causal
+
+
+def test_every_learner_with_options_declares_the_check_of_their_values() -> None:
+    unchecked = [entry.name for entry in LEARNERS if entry.options() and entry.check is None]
+    assert not unchecked
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["knn:k=0", "logreg:c=0", "metaopt:steps=0", "ridge:alpha=-1", "metaqda:dof=0", "maml:adapt_lr=0",
+     "gpicl:views=-1", "gpicl:precision=bf16", "gpicl:steps=5", "lstm", "snail:fresh,way=1",
+     "caml:fresh,queries=0", "gpicl:fresh,checkpoint=x.safetensors"],
+)  # fmt: skip
+def test_the_registry_check_refuses_what_building_refuses_with_the_same_line(text: str) -> None:
+    ref = Ref.parse(text)
+    with pytest.raises(UserError) as checked:
+        LEARNERS.check(ref)
+    with pytest.raises(UserError) as built:
+        LEARNERS.build(ref)
+    assert str(checked.value) == str(built.value)

@@ -48,9 +48,14 @@ class MAML(Learner):
         seed: int = 0,
     ) -> None:
         option_checks.maml(
-            way=way, shot=shot, meta_steps=meta_steps, tasks_per_step=tasks_per_step, adapt_steps=adapt_steps,
-            adapt_lr=adapt_lr, meta_lr=meta_lr,
-        )  # fmt: skip
+            way=way,
+            shot=shot,
+            meta_steps=meta_steps,
+            tasks_per_step=tasks_per_step,
+            adapt_steps=adapt_steps,
+            adapt_lr=adapt_lr,
+            meta_lr=meta_lr,
+        )
         self.source, self.shape, self.seed = source, EpisodeShape(way, shot, META_QUERIES), seed
         self.meta_steps, self.tasks_per_step, self.meta_lr = meta_steps, tasks_per_step, meta_lr
         self.adapt_steps, self.adapt_lr, self.first_order = adapt_steps, adapt_lr, first_order

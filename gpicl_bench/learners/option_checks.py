@@ -44,9 +44,16 @@ def metaqda(*, kappa: float, dof: float, scale: float, **_: Any) -> None:
 
 
 def maml(
-    *, way: int, shot: int, meta_steps: int, tasks_per_step: int, adapt_steps: int, adapt_lr: float, meta_lr: float,
+    *,
+    way: int,
+    shot: int,
+    meta_steps: int,
+    tasks_per_step: int,
+    adapt_steps: int,
+    adapt_lr: float,
+    meta_lr: float,
     **_: Any,
-) -> None:  # fmt: skip
+) -> None:
     if min(way - 1, shot, meta_steps, tasks_per_step, adapt_steps) < 1 or adapt_lr <= 0 or meta_lr <= 0:
         raise UserError("maml needs way ≥ 2, positive shot, steps, tasks and learning rates")
 

@@ -34,7 +34,7 @@ def test_benchmark_spec_is_valid(path: Path) -> None:
 
 
 # Each shipped checkpoint and the committed recipe that writes it.
-SHIPPED_RECIPES = {"transformer": "gpicl-mixed-train.toml"}
+SHIPPED_RECIPES = {"transformer": "gpicl-mixed-train.toml", "caml": "caml-mixed-train.toml"}
 
 
 def test_every_shipped_checkpoint_has_a_recipe() -> None:

@@ -59,10 +59,9 @@ CHEAP = {
         f"lstm:fresh,{TINY_TRAINING}",
         unchecked="two meta-training steps leave it at chance, answering one class whatever the labels",
     ),
-    "caml": Cheap(
-        f"caml:fresh,{TINY_TRAINING}",
-        unchecked="its label embeddings are symmetric but its head is learned, and two steps leave it at chance",
-    ),
+    # The shipped checkpoint: on these episodes (accuracy 76–77%) its predictions followed the renaming on 90.6% of
+    # the queries of 2,112 episodes (4 seeds of 528: 90.4–90.9%); its label embeddings are symmetric, its head learned.
+    "caml": Cheap("caml", relabelled_agreement=0.85),
     "snail": Cheap(
         f"snail:fresh,{TINY_TRAINING}",
         unchecked="two meta-training steps leave it at chance, answering one class whatever the labels",

@@ -2,9 +2,9 @@
 
 ``gpicl`` is the shipped checkpoint; ``gpicl:checkpoint=PATH`` any checkpoint; ``gpicl:fresh,steps=500,…`` a model
 that declares those :class:`~gpicl_bench.learners.training_options.TrainingOptions` as its meta-training, which
-:mod:`gpicl_bench.fitting` runs when the run reaches it (then it is evaluated like any other learner). ``lstm``,
-``caml`` and ``snail`` work the same way but ship no checkpoint. Checkpoints load when the learner is built, so a
-corrupt or mismatched one fails before any episode runs.
+:mod:`gpicl_bench.fitting` runs when the run reaches it (then it is evaluated like any other learner). ``caml``
+works the same way with a shipped checkpoint of its own; ``lstm`` and ``snail`` ship none. Checkpoints load when the
+learner is built, so a corrupt or mismatched one fails before any episode runs.
 """
 
 from __future__ import annotations

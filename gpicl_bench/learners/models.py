@@ -40,7 +40,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
         "gpicl_bench.learners.gpicl:GPICLTransformer", causal=True, shipped="gpicl-mixed.safetensors"
     ),
     "lstm": ModelKind("gpicl_bench.learners.lstm:LSTMLearner", causal=True),
-    "caml": ModelKind("gpicl_bench.learners.caml:CAML", causal=False),
+    "caml": ModelKind("gpicl_bench.learners.caml:CAML", causal=False, shipped="caml-mixed.safetensors"),
     "snail": ModelKind("gpicl_bench.learners.snail:SNAIL", causal=True),
 }
 

@@ -264,20 +264,27 @@ class ResultsFile:
         """One row per episode of every complete group, with the group's attributes as columns, in reading order:
         suites, then ways, shots and queries in numeric order, then learners; suites and learners in the order they
         were written (the spec's; name order in files written before groups kept their order)."""
-        frames = []
+        read = []
+        written: dict[str, dict[Any, int]] = {"suite": {}, "learner": {}}  # each one's first position in the file
         for attrs, group in self.groups():
             data = {name: group[name][()] for name in EPISODE_COLUMNS}
-            frames.append(pd.DataFrame({**{c: attrs.get(c) for c in GROUP_COLUMNS}, **data}))
-        if not frames:
+            read.append((attrs, pd.DataFrame({**{c: attrs.get(c) for c in GROUP_COLUMNS}, **data})))
+            for column, positions in written.items():
+                positions.setdefault(attrs[column], len(positions))
+        if not read:
             return pd.DataFrame(columns=[*GROUP_COLUMNS, *EPISODE_COLUMNS])
-        frame = pd.concat(frames, ignore_index=True)
-        written = {column: {v: i for i, v in enumerate(pd.unique(frame[column]))} for column in ("suite", "learner")}
-        return frame.sort_values(
-            ["suite", "way", "shot", "query", "learner"],
-            key=lambda column: column.map(written[column.name]) if column.name in written else column,
-            kind="stable",
-            ignore_index=True,
-        )
+
+        def reading_order(item: tuple[dict[str, Any], pd.DataFrame]) -> tuple[int, ...]:
+            attrs = item[0]
+            return (
+                written["suite"][attrs["suite"]],
+                attrs["way"],
+                attrs["shot"],
+                attrs["query"],
+                written["learner"][attrs["learner"]],
+            )
+
+        return pd.concat([frame for _, frame in sorted(read, key=reading_order)], ignore_index=True)
 
 
 def _reserve(path: Path, size: int) -> None:

@@ -8,12 +8,12 @@ checks of training options (tested against the class).
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpicl_bench.errors import UserError
+from gpicl_bench.registry import load_attribute
 
 if TYPE_CHECKING:
     import torch
@@ -54,8 +54,7 @@ def model_kind(kind: str) -> ModelKind:
 
 def model_class(kind: str) -> type[SequenceModel]:
     """The class of a model kind (imported on first use)."""
-    module, name = model_kind(kind).reference.split(":")
-    return getattr(importlib.import_module(module), name)
+    return load_attribute(model_kind(kind).reference)
 
 
 def build_model(config: SequenceConfig) -> SequenceModel:

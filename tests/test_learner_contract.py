@@ -49,7 +49,8 @@ CHEAP = {
         unchecked="after 3 meta-training steps its initialisation, whose output c is class c, is nearly the random one",
     ),
     # The shipped checkpoint: on these episodes (accuracy 81–82%) its predictions followed the renaming on 93.8% of
-    # the queries of 2,112 episodes (4 seeds of 528: 93.7–94.0%); labels reach it through learned embeddings.
+    # the queries of 2,112 episodes (benchmarks/relabelling.py gpicl: 93.7–94.0% on 4 seeds of 528); labels reach it
+    # through learned embeddings.
     "gpicl": Cheap("gpicl", relabelled_agreement=0.9),
     "metaopt": Cheap("metaopt:steps=100"),
     "ridge": Cheap("ridge"),
@@ -60,7 +61,8 @@ CHEAP = {
         unchecked="two meta-training steps leave it at chance, answering one class whatever the labels",
     ),
     # The shipped checkpoint: on these episodes (accuracy 76–77%) its predictions followed the renaming on 90.6% of
-    # the queries of 2,112 episodes (4 seeds of 528: 90.4–90.9%); its label embeddings are symmetric, its head learned.
+    # the queries of 2,112 episodes (benchmarks/relabelling.py caml: 90.4–90.9% on 4 seeds of 528); its label
+    # embeddings are symmetric, its head learned.
     "caml": Cheap("caml", relabelled_agreement=0.85),
     "snail": Cheap(
         f"snail:fresh,{TINY_TRAINING}",

@@ -23,14 +23,17 @@ def knn(*, k: int, **_: Any) -> None:
         raise UserError(f"knn needs k ≥ 1, got {k}")
 
 
-def logreg(*, c: float, steps: int, **_: Any) -> None:
+def _regularised_solver(learner: str, c: float, steps: int) -> None:
     if c <= 0 or steps < 1:
-        raise UserError(f"logreg needs c > 0 and steps ≥ 1, got c={c}, steps={steps}")
+        raise UserError(f"{learner} needs c > 0 and steps ≥ 1, got c={c}, steps={steps}")
+
+
+def logreg(*, c: float, steps: int, **_: Any) -> None:
+    _regularised_solver("logreg", c, steps)
 
 
 def metaopt(*, c: float, steps: int, **_: Any) -> None:
-    if c <= 0 or steps < 1:
-        raise UserError(f"metaopt needs c > 0 and steps ≥ 1, got c={c}, steps={steps}")
+    _regularised_solver("metaopt", c, steps)
 
 
 def ridge(*, alpha: float, **_: Any) -> None:

@@ -21,7 +21,8 @@ def test_every_part_of_a_step_is_timed_at_every_batch_size(tmp_path: Path) -> No
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    tables = re.findall(r"batch (\d+) × 12 examples, d_model 16, 1 layers, on cpu \(ms\):\n((?:  .*\n){5})", done.stdout)
+    heading = r"batch (\d+) × 12 examples, d_model 16, 1 layers, on cpu \(ms\):\n"
+    tables = re.findall(heading + r"((?:  .*\n){5})", done.stdout)
     assert [size for size, _ in tables] == ["4", "8"]
     for _, rows in tables:
         timed = dict(re.findall(r"  (.+?) +(\d+\.\d)\n", rows))

@@ -31,8 +31,8 @@ if [ -d .whl ]; then  # packages the machine lacks, carried as wheels
         export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-# the runs share the host's cores (the input rule's large eigendecompositions run there): a share each, and threads
-# that sleep rather than spin while they wait (benchmarks/perf/README.md, "On a shared CPU")
+# the runs share the host's cores (the input rule's large eigendecompositions run there): a share of the threads
+# each, so that together they ask for no more than the machine has, and threads that sleep rather than spin
 candidates=$(printf '%s\n' "${!CANDIDATES[@]}" | wc -l)
 export OMP_NUM_THREADS=$(($(nproc) / candidates > 0 ? $(nproc) / candidates : 1)) OMP_WAIT_POLICY=PASSIVE
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"

@@ -188,6 +188,30 @@ def batch_logits(model: SequenceModel | DistributedDataParallel, batch: TaskBatc
     return logits.masked_fill(absent[:, None, :], float("-inf"))
 
 
+def position_losses(
+    network: SequenceModel | DistributedDataParallel, batch: TaskBatch, options: TrainingOptions
+) -> Tensor:
+    """The cross-entropy at every position :func:`batch_logits` scores: the meta-training loss before its mean."""
+    logits = batch_logits(network, batch, options)
+    return F.cross_entropy(logits.transpose(1, 2), scored_labels(network, batch), reduction="none")
+
+
+def optimisation_step(
+    network: SequenceModel | DistributedDataParallel,
+    batch: TaskBatch,
+    options: TrainingOptions,
+    optimiser: torch.optim.Optimizer,
+) -> Tensor:
+    """One meta-training step on ``batch``: Adam on the mean loss, gradients clipped to ``options.clip``; returns
+    the position losses (their statistics steer the curriculum)."""
+    losses = position_losses(network, batch, options)
+    optimiser.zero_grad(set_to_none=True)
+    losses.mean().backward()
+    torch.nn.utils.clip_grad_norm_(_unwrapped(network).parameters(), options.clip)
+    optimiser.step()
+    return losses
+
+
 def train(
     options: TrainingOptions,
     device: torch.device,
@@ -240,13 +264,7 @@ def train(
         in_curriculum = not options.curriculum_steps or step <= options.curriculum_steps or plateau_exit is None
         stream = warm_up_stream if in_curriculum else main_stream
         batch = stream.batch(step, options.batch_size, share.start, len(share))
-        logits = batch_logits(network, batch, options)
-        losses = F.cross_entropy(logits.transpose(1, 2), scored_labels(model, batch), reduction="none")
-        loss = losses.mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
-        optimiser.step()
+        losses = optimisation_step(network, batch, options, optimiser)
         schedule.step()
 
         chance = expected_chance_loss(options, in_curriculum)

@@ -21,7 +21,9 @@ from gpicl_bench.tasks import TaskStream
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 EPISODES = 2000
-KNN_DISAGREEMENT = 0.01  # scaled pixels: near-equal distances round differently (about 0.5% of episodes on an H200)
+# digits' pixels are scaled, so near-equal distances round differently: on an H200, 9 and 11 of 2,000 episodes (k = 1,
+# 3), measured with ties broken by support position (a sort since reverted to topk, whose own count is unmeasured)
+KNN_DISAGREEMENT = 0.01
 GPICL_FP32_DISAGREEMENT = 0.005  # share of episodes whose correct count may differ between CPU and CUDA kernels
 GPICL_BF16_ACCURACY_GAP = 0.005  # |mean accuracy difference| allowed with bf16 autocast on CUDA
 

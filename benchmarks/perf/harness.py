@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -53,7 +52,7 @@ from gpicl_bench.learners.sequence import SequenceLearner
 from gpicl_bench.registry import Ref
 from gpicl_bench.suites import SplitData
 from gpicl_bench.tasks import TaskStream
-from gpicl_bench.training import TrainingOptions, batch_logits
+from gpicl_bench.training import TrainingOptions, optimisation_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, from whatever directory this runs
 from batched_vs_loop import (
@@ -446,12 +445,7 @@ def meta_training(options: TrainingOptions, steps: int, warmup: int, device: tor
         batch = stream.batch(step, options.batch_size)
         synchronize(device)
         generated = time.perf_counter()
-        logits = batch_logits(model, batch, options)
-        loss = F.cross_entropy(logits.transpose(1, 2), batch.labels)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
-        optimiser.step()
+        optimisation_step(model, batch, options, optimiser)
         synchronize(device)
         if step > warmup:
             generation.append(generated - start)

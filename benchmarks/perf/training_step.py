@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from gpicl_bench.learners.models import build_model
 from gpicl_bench.learners.sequence import prepare_inputs
@@ -22,8 +21,8 @@ from gpicl_bench.spec import read_toml
 from gpicl_bench.tasks import TaskStream
 from gpicl_bench.training import (
     TrainingOptions,
-    batch_logits,
-    scored_labels,
+    optimisation_step,
+    position_losses,
     source_data,
     source_settings,
 )
@@ -42,19 +41,14 @@ def step_parts(options: TrainingOptions, device: torch.device, profile: bool) ->
     batch = stream.batch(5, options.batch_size)
 
     def forward_backward() -> None:
-        logits = batch_logits(model, batch, options)
-        F.cross_entropy(logits.transpose(1, 2), scored_labels(model, batch)).backward()
+        position_losses(model, batch, options).mean().backward()
 
     def optimiser_step() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), options.clip)
         optimiser.step()
 
-    def whole_step(step: int = 5) -> None:
-        nonlocal batch
-        batch = stream.batch(step, options.batch_size)
-        optimiser.zero_grad(set_to_none=True)
-        forward_backward()
-        optimiser_step()
+    def whole_step(step: int = 5) -> None:  # as training.train takes it
+        optimisation_step(model, stream.batch(step, options.batch_size), options, optimiser)
 
     parts = {
         "task generation": lambda: stream.batch(5, options.batch_size),

@@ -50,7 +50,7 @@ perf-peers:
 	$(PEERS_VENV)/bin/python -m pip install --quiet -e .
 	$(PEERS_VENV)/bin/python benchmarks/perf/peers.py --check --readme benchmarks/perf/README.md --json results/perf-peers.json
 
-# The README's figure from its spec's results (8 minutes of CPU; delete the results file to measure them again).
+# The README's figure from its spec's results (94 s on 2 idle cores; delete the results file to measure them again).
 figures: results/readme-figures.h5
 	$(BIN)/gpicl-bench plot $< -o docs/figures/digits-shots.png
 

@@ -31,7 +31,7 @@ from gpicl_bench.episodes import EpisodeSampler, EpisodeShape
 from gpicl_bench.errors import UserError
 from gpicl_bench.evaluation import evaluate_group
 from gpicl_bench.features import FeatureSettings
-from gpicl_bench.learners.models import build_model
+from gpicl_bench.learners.models import build_model, load_model
 from gpicl_bench.learners.sequence import SequenceLearner, SequenceModel, make_tokens, prepare_inputs, shift_labels
 from gpicl_bench.learners.training_options import TrainingOptions
 from gpicl_bench.suites import SplitData, open_suite
@@ -148,6 +148,20 @@ def disk_needed(model: SequenceModel) -> int:
     return 2 * 3 * 4 * parameters + 4 * parameters
 
 
+def start_from_checkpoint(model: SequenceModel, path: str) -> None:
+    """Give ``model`` the weights of the checkpoint at ``path`` (the ``init`` knob): a later stage of meta-training
+    continues an earlier one with its own schedule and tasks. The checkpoint must hold the architecture the options
+    build, input rule included, so that the stages describe one model."""
+    loaded, _ = load_model(path)
+    if loaded.config != model.config:
+        ours, theirs = model.config.to_dict(), loaded.config.to_dict()
+        differences = ", ".join(
+            f"{name} {theirs[name]!r} (options: {ours[name]!r})" for name in ours if ours[name] != theirs[name]
+        )
+        raise UserError(f"init checkpoint {path} holds another architecture: {differences}")
+    model.load_state_dict(loaded.state_dict())
+
+
 def learning_rate_factor(options: TrainingOptions, step: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to a tenth of ``lr`` at ``steps``."""
     if step < options.warmup:
@@ -220,10 +234,10 @@ def train(
     state: Path | None = None,
     extraction: FeatureSettings | None = None,
 ) -> TrainingResult:
-    """Meta-train a sequence model from scratch, or from ``state`` when that file exists; deterministic on one
-    device for given options, resumed or not. With ``state``, rank 0 saves the run there at every held-out check and
-    when the time budget ends it (:mod:`gpicl_bench.training_state`). ``extraction``: how images are read (see
-    :func:`source_settings`).
+    """Meta-train a sequence model from scratch (or from the ``init`` checkpoint's weights), or from ``state`` when that
+    file exists; deterministic on one device for given options, resumed or not. With ``state``, rank 0 saves the run
+    there at every held-out check and when the time budget ends it (:mod:`gpicl_bench.training_state`).
+    ``extraction``: how images are read (see :func:`source_settings`).
 
     Under torchrun each rank computes its contiguous share of every batch's sequences (the task stream is a pure
     function of step and sequence) and DistributedDataParallel averages the gradients, which is the full batch's
@@ -240,6 +254,8 @@ def train(
     main_stream = TaskStream(data, options.distribution(warming_up=False))
     torch.manual_seed(options.seed)
     model = build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
+    if options.init:
+        start_from_checkpoint(model, options.init)
     if state is not None and ranks.is_main:
         atomic.check_free_space(state, disk_needed(model), "meta-training")
     model.to(device).train()
@@ -317,6 +333,7 @@ def train(
             "classes": len(data.class_names),
         },
         "seed": options.seed,
+        "initial_weights": checkpoints.identity(options.init) if options.init else None,
         "steps": step,
         "seconds": time.perf_counter() - started,
         "device": device.type,

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from gpicl_bench import checkpoints, reference
-from gpicl_bench.learners.models import MODEL_KINDS, load_model
+from gpicl_bench.learners.models import MODEL_KINDS, SHIPPED_DIR, load_model
 from gpicl_bench.registry import Ref
 from gpicl_bench.spec import load_spec, read_toml
 from gpicl_bench.training import TrainingOptions
 
-BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+REPOSITORY = Path(__file__).resolve().parents[1]
+BENCHMARKS_DIR = REPOSITORY / "benchmarks"
 BENCHMARKS = sorted(BENCHMARKS_DIR.glob("*.toml"))
 
 
@@ -22,7 +23,8 @@ def test_there_are_run_and_training_specs() -> None:
 
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.name)
-def test_benchmark_spec_is_valid(path: Path) -> None:
+def test_benchmark_spec_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPOSITORY)  # where the specs' commands run and their relative paths (a recipe's init) point
     values = read_toml(path)
     if "source" in values:  # a `gpicl-bench train` recipe
         options = TrainingOptions.from_values(values, str(path))
@@ -33,28 +35,40 @@ def test_benchmark_spec_is_valid(path: Path) -> None:
     assert len(spec.learner_labels()) == len(values["learners"])  # every learner known, its options typed
 
 
-# Each shipped checkpoint and the committed recipe that writes it.
-SHIPPED_RECIPES = {"transformer": "gpicl-mixed-train.toml", "caml": "caml-mixed-train.toml"}
+# Each checkpoint in the package and the committed recipe that writes it. A recipe may start from another of them
+# (`init`, a path from the repository's root): the shipped gpicl is stage 2 of a two-stage recipe.
+PACKAGED_RECIPES = {
+    "gpicl-mixed.safetensors": "gpicl-mixed-train.toml",
+    "gpicl-mixed-stage2.safetensors": "gpicl-mixed-stage2-train.toml",
+    "caml-mixed.safetensors": "caml-mixed-train.toml",
+}
 
 
-def test_every_shipped_checkpoint_has_a_recipe() -> None:
-    assert {kind for kind, declared in MODEL_KINDS.items() if declared.shipped} == set(SHIPPED_RECIPES)
+def test_every_packaged_checkpoint_has_a_recipe() -> None:
+    assert sorted(path.name for path in SHIPPED_DIR.iterdir()) == sorted(PACKAGED_RECIPES)
+    shipped = {kind: declared.shipped for kind, declared in MODEL_KINDS.items() if declared.shipped}
+    assert shipped == {"transformer": "gpicl-mixed-stage2.safetensors", "caml": "caml-mixed.safetensors"}
 
 
-@pytest.mark.parametrize("kind", SHIPPED_RECIPES)
-def test_shipped_checkpoint_comes_from_its_committed_recipe(kind: str) -> None:
-    """The shipped weights are what `gpicl-bench train benchmarks/RECIPE.toml` writes: every knob of the recipe as
-    recorded in the checkpoint, trained on the digits `train` images (and synthetic tasks) only, and within the 10 MB
-    budget."""
-    recipe = read_toml(BENCHMARKS_DIR / SHIPPED_RECIPES[kind])
-    shipped = MODEL_KINDS[kind].shipped_checkpoint()
-    metadata = checkpoints.read_metadata(shipped)
+@pytest.mark.parametrize("name", PACKAGED_RECIPES)
+def test_packaged_checkpoint_comes_from_its_committed_recipe(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packaged weights are what `gpicl-bench train benchmarks/RECIPE.toml` writes: every knob of the recipe as
+    recorded in the checkpoint, trained on the digits `train` images (and synthetic tasks) only, within the 10 MB
+    budget, and — for a later stage — started from the packaged weights its recipe names."""
+    monkeypatch.chdir(REPOSITORY)
+    recipe = read_toml(BENCHMARKS_DIR / PACKAGED_RECIPES[name])
+    packaged = SHIPPED_DIR / name
+    metadata = checkpoints.read_metadata(packaged)
     assert {key: metadata["training"][key] for key in recipe} == recipe
     assert metadata["steps"] == recipe["steps"]  # ran to the end, not cut by a time budget
     assert metadata["data"]["sources"] == ["digits"] and metadata["data"]["split"] == "train"
-    assert shipped.stat().st_size <= 10_000_000
-    model, _ = load_model(shipped)  # weights match the recorded architecture
-    assert model.config.kind == kind
+    assert packaged.stat().st_size <= 10_000_000
+    if "init" in recipe:
+        earlier = Path(recipe["init"]).resolve()
+        assert earlier.parent == SHIPPED_DIR and earlier.name in PACKAGED_RECIPES
+        assert metadata["initial_weights"] == checkpoints.identity(earlier)
+    model, _ = load_model(packaged)  # weights match the recorded architecture
+    assert model.config.kind == recipe["kind"]
 
 
 def test_caml_table_spec_covers_every_suite_of_the_paper() -> None:

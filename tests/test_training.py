@@ -136,6 +136,32 @@ def test_a_resumed_run_takes_the_steps_an_uninterrupted_one_takes(cli, tmp_path:
     assert nothing.code == 2 and "nothing to resume" in nothing.err
 
 
+def test_a_second_stage_starts_from_the_init_checkpoints_weights(cli, tmp_path: Path) -> None:
+    """--init starts meta-training from a checkpoint's weights (a step too small to move them leaves them as they
+    were, where a fresh start is far from them) and records which weights it started from; a checkpoint of another
+    architecture, or none, is refused in one line."""
+    assert cli("train", *TOY, "--steps", "6", "--out", tmp_path / "stage1").code == 0
+    stage1 = tmp_path / "stage1.safetensors"
+    still = [*TOY, "--steps", "1", "--lr", "1e-9", "--eval-every", "1", "--seed", "1"]  # seed 1: another init
+    assert cli("train", *still, "--init", stage1, "--out", tmp_path / "stage2").code == 0
+    assert cli("train", *still, "--out", tmp_path / "fresh").code == 0
+    first, _ = load_model(stage1)
+    second, metadata = load_model(tmp_path / "stage2.safetensors")
+    fresh, _ = load_model(tmp_path / "fresh.safetensors")
+    gap = max((second.state_dict()[k] - v).abs().max().item() for k, v in first.state_dict().items())
+    fresh_gap = max((fresh.state_dict()[k] - v).abs().max().item() for k, v in first.state_dict().items())
+    assert gap < 1e-6 < 0.01 < fresh_gap
+    assert metadata["initial_weights"] == checkpoints.identity(stage1)
+    assert checkpoints.read_metadata(tmp_path / "fresh.safetensors")["initial_weights"] is None
+
+    wider = cli("train", *still, "--d-model", "32", "--init", stage1, "--out", tmp_path / "wider")
+    assert wider.code == 2 and wider.err.strip().endswith("another architecture: d_model 16 (options: 32)")
+    assert len(wider.err.strip().splitlines()) == 1 and not (tmp_path / "wider.safetensors").exists()
+    missing = cli("train", *still, "--init", tmp_path / "none.safetensors", "--out", tmp_path / "none")
+    assert missing.code == 2 and missing.err.startswith("gpicl-bench: error: training option init: checkpoint ")
+    assert "none.safetensors not found" in missing.err
+
+
 def test_half_precision_training_records_the_stored_models_accuracy(tmp_path: Path) -> None:
     """With float16 storage the final held-out accuracy is the one the saved checkpoint scores, not the float32
     model's before rounding."""

@@ -37,7 +37,7 @@ class ModelKind:
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 MODEL_KINDS: dict[str, ModelKind] = {
     "transformer": ModelKind(
-        "gpicl_bench.learners.gpicl:GPICLTransformer", causal=True, shipped="gpicl-mixed.safetensors"
+        "gpicl_bench.learners.gpicl:GPICLTransformer", causal=True, shipped="gpicl-mixed-stage2.safetensors"
     ),
     "lstm": ModelKind("gpicl_bench.learners.lstm:LSTMLearner", causal=True),
     "caml": ModelKind("gpicl_bench.learners.caml:CAML", causal=False, shipped="caml-mixed.safetensors"),

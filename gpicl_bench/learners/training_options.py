@@ -39,7 +39,8 @@ def knob(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class TrainingOptions:
     """Every knob of meta-training. The defaults leave the loss plateau reliably; the shipped checkpoint's recipe
-    (benchmarks/gpicl-mixed-train.toml) is these with a wider model, more steps and float16 storage."""
+    (benchmarks/gpicl-mixed-train.toml, then benchmarks/gpicl-mixed-stage2-train.toml from its weights) is these with
+    a wider model, more steps and float16 storage."""
 
     source: str = knob(
         "digits",
@@ -87,6 +88,11 @@ class TrainingOptions:
     eval_episodes: int = knob(500, "episodes per held-out evaluation")
     eval_way: int = knob(5, "classes of the held-out episodes (5 queries per class, 'val' split)")
     eval_shot: int = knob(5, "shots of the held-out episodes")
+    init: str = knob(
+        "",
+        "checkpoint whose weights meta-training starts from (same architecture), e.g. a second stage with its own "
+        "schedule and task knobs (default: a fresh initialisation)",
+    )
     weights_dtype: str = knob(
         "float32", "how the checkpoint stores its weights: float32, or float16 for half the file (computed in float32)"
     )
@@ -119,6 +125,11 @@ class TrainingOptions:
         if not model_kind(self.kind).causal and not self.queries:
             raise UserError(f"{self.kind} sees the context's labels and learns from query slots: queries must be ≥ 1")
         input_rule_grammar.check(self.input_rule)
+        if self.init:  # found before any data is read; the architecture is compared once the data's size is known
+            try:
+                checkpoints.read_metadata(self.init)
+            except UserError as error:
+                raise UserError(f"training option init: {error}") from None
         self.distribution()  # the task knobs (ways, lengths, shares, mixture) are checked where they are used
 
     def model_config(self, input_dim: int) -> SequenceConfig:

@@ -44,6 +44,8 @@ COMMANDS = [
     (["train", "--kind", "perceiver"], 2),
     (["train", "--input-rule", "centre+whiten"], 2),
     (["train", "--weights-dtype", "bfloat16"], 2),
+    (["train", "--init", "missing.safetensors"], 2),
+    (["train", "--init", __file__], 2),  # not a checkpoint
     (["run", "--learner", "gpicl:fresh,min_way=1"], 2),
     (["run", "--learner", "metaopt:c=-1"], 2),
     (["run", "--learner", "gpicl:checkpoint=missing.safetensors"], 2),

@@ -148,10 +148,10 @@ def disk_needed(model: SequenceModel) -> int:
     return 2 * 3 * 4 * parameters + 4 * parameters
 
 
-def start_from_checkpoint(model: SequenceModel, path: str) -> None:
-    """Give ``model`` the weights of the checkpoint at ``path`` (the ``init`` knob): a later stage of meta-training
-    continues an earlier one with its own schedule and tasks. The checkpoint must hold the architecture the options
-    build, input rule included, so that the stages describe one model."""
+def start_from_checkpoint(model: SequenceModel, path: str) -> str:
+    """Give ``model`` the weights of the checkpoint at ``path`` (the ``init`` knob) and return their identity: a later
+    stage of meta-training continues an earlier one with its own schedule and tasks. The checkpoint must hold the
+    architecture the options build, input rule included, so that the stages describe one model."""
     loaded, _ = load_model(path)
     if loaded.config != model.config:
         ours, theirs = model.config.to_dict(), loaded.config.to_dict()
@@ -160,6 +160,7 @@ def start_from_checkpoint(model: SequenceModel, path: str) -> None:
         )
         raise UserError(f"init checkpoint {path} holds another architecture: {differences}")
     model.load_state_dict(loaded.state_dict())
+    return checkpoints.identity(path)  # taken now: the file may change while a long run trains
 
 
 def learning_rate_factor(options: TrainingOptions, step: int) -> float:
@@ -254,8 +255,7 @@ def train(
     main_stream = TaskStream(data, options.distribution(warming_up=False))
     torch.manual_seed(options.seed)
     model = build_model(options.model_config(data.dim))  # initialised on the CPU: same on any device
-    if options.init:
-        start_from_checkpoint(model, options.init)
+    initial_weights = start_from_checkpoint(model, options.init) if options.init else None
     if state is not None and ranks.is_main:
         atomic.check_free_space(state, disk_needed(model), "meta-training")
     model.to(device).train()
@@ -268,12 +268,13 @@ def train(
     smoothed, plateau_exit, history = expected_chance_loss(options), None, []
     first_step, earlier_seconds = 1, 0.0
     if state is not None and state.is_file():
-        saved = training_state.load(state, options.to_dict())
+        saved = training_state.load(state, options.to_dict(), TrainingOptions.defaults())
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
         schedule.load_state_dict(saved["schedule"])
         smoothed, plateau_exit, history = saved["smoothed"], saved["plateau_exit"], saved["history"]
         first_step, earlier_seconds = saved["step"] + 1, saved["seconds"]
+        initial_weights = saved.get("initial_weights")  # the weights the run began with (absent: states before init)
     started = time.perf_counter() - earlier_seconds
     step = first_step - 1
     for step in range(first_step, options.steps + 1):
@@ -299,7 +300,14 @@ def train(
         saving = state is not None and ranks.is_main and step < options.steps
         saving = saving and (out_of_time or step % options.eval_every == 0)
         # what the loop carries from step to step besides the weights (the history list is shared)
-        carried = dict(step=step, seconds=elapsed, smoothed=smoothed, plateau_exit=plateau_exit, history=history)
+        carried = dict(
+            step=step,
+            seconds=elapsed,
+            smoothed=smoothed,
+            plateau_exit=plateau_exit,
+            history=history,
+            initial_weights=initial_weights,
+        )
         if saving and out_of_time:  # before the last step's rounding of the weights to their storage type
             _save_state(state, options, carried, model, optimiser, schedule)
         if (step % options.eval_every == 0 or last_step) and ranks.is_main:
@@ -333,7 +341,7 @@ def train(
             "classes": len(data.class_names),
         },
         "seed": options.seed,
-        "initial_weights": checkpoints.identity(options.init) if options.init else None,
+        "initial_weights": initial_weights,
         "steps": step,
         "seconds": time.perf_counter() - started,
         "device": device.type,

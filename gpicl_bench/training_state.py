@@ -32,8 +32,9 @@ def save(path: Path, state: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def load(path: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """The saved state of a run with these training options; another run's state is refused."""
+def load(path: Path, options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The saved state of a run with these training options; another run's state is refused. A knob the saved options
+    lack (added since the state was written) counts as its default, so upgrading mid-run does not strand a run."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError) as error:
@@ -43,7 +44,7 @@ def load(path: Path, options: dict[str, Any]) -> dict[str, Any]:
     changed = sorted(
         name
         for name in set(state["options"]) | set(options)
-        if name != "time_budget" and state["options"].get(name) != options.get(name)
+        if name != "time_budget" and state["options"].get(name, defaults.get(name)) != options.get(name)
     )
     if changed:
         raise UserError(f"{path} was written with other training options ({', '.join(changed)}); resume with the same")

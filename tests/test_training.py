@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 from pathlib import Path
@@ -148,9 +149,7 @@ def test_a_second_stage_starts_from_the_init_checkpoints_weights(cli, tmp_path: 
     first, _ = load_model(stage1)
     second, metadata = load_model(tmp_path / "stage2.safetensors")
     fresh, _ = load_model(tmp_path / "fresh.safetensors")
-    gap = max((second.state_dict()[k] - v).abs().max().item() for k, v in first.state_dict().items())
-    fresh_gap = max((fresh.state_dict()[k] - v).abs().max().item() for k, v in first.state_dict().items())
-    assert gap < 1e-6 < 0.01 < fresh_gap
+    assert _largest_difference(second, first) < 1e-6 < 0.01 < _largest_difference(fresh, first)
     assert metadata["initial_weights"] == checkpoints.identity(stage1)
     assert checkpoints.read_metadata(tmp_path / "fresh.safetensors")["initial_weights"] is None
 
@@ -160,6 +159,45 @@ def test_a_second_stage_starts_from_the_init_checkpoints_weights(cli, tmp_path: 
     missing = cli("train", *still, "--init", tmp_path / "none.safetensors", "--out", tmp_path / "none")
     assert missing.code == 2 and missing.err.startswith("gpicl-bench: error: training option init: checkpoint ")
     assert "none.safetensors not found" in missing.err
+
+
+def _largest_difference(model: torch.nn.Module, other: torch.nn.Module) -> float:
+    theirs = other.state_dict()
+    return max((tensor - theirs[name]).abs().max().item() for name, tensor in model.state_dict().items())
+
+
+def test_a_resumed_second_stage_records_the_weights_it_began_with(tmp_path: Path) -> None:
+    """The identity of the init weights is taken when they load and kept in the run's state, so a resumed run
+    records the weights it began with even when the file at the init path was replaced in between."""
+    toy = dict(d_model=16, layers=1, heads=2, batch_size=8, eval_every=2, eval_episodes=10)
+    cpu = torch.device("cpu")
+    earlier = train_to_checkpoint(TrainingOptions(**toy, steps=2), cpu, tmp_path / "earlier")
+    began_with = checkpoints.identity(earlier)
+    stage = TrainingOptions(**toy, steps=2, init=str(earlier), time_budget=1e-3)
+    train_to_checkpoint(stage, cpu, tmp_path / "stage")  # stopped by its budget after one step, its state saved
+    train_to_checkpoint(TrainingOptions(**toy, steps=2, seed=1), cpu, tmp_path / "earlier", force=True)
+    assert checkpoints.identity(earlier) != began_with
+    resumed = train_to_checkpoint(dataclasses.replace(stage, time_budget=0.0), cpu, tmp_path / "stage", resume=True)
+    metadata = checkpoints.read_metadata(resumed)
+    assert metadata["steps"] == 2 and metadata["initial_weights"] == began_with
+
+
+def test_a_state_written_before_a_knob_existed_resumes_with_the_knob_at_its_default(tmp_path: Path) -> None:
+    """A saved state whose options lack a knob added since (here init) resumes when that knob is at its default, and
+    is refused when it is not."""
+    options = TrainingOptions(
+        d_model=16, layers=1, heads=2, batch_size=8, steps=2, eval_every=2, eval_episodes=10, time_budget=1e-3
+    )
+    cpu, out = torch.device("cpu"), tmp_path / "run"
+    train_to_checkpoint(options, cpu, out)
+    state = tmp_path / "run.training-state.pt"
+    saved = torch.load(state, weights_only=True)
+    del saved["options"]["init"], saved["initial_weights"]
+    torch.save(saved, state)
+    with pytest.raises(UserError, match=r"other training options \(init\)"):
+        train_to_checkpoint(dataclasses.replace(options, init=str(out) + ".safetensors"), cpu, out, resume=True)
+    resumed = train_to_checkpoint(dataclasses.replace(options, time_budget=0.0), cpu, out, resume=True)
+    assert checkpoints.read_metadata(resumed)["steps"] == 2 and not state.exists()
 
 
 def test_half_precision_training_records_the_stored_models_accuracy(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ made of many small launches shows here. Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -79,10 +80,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[128])
     parser.add_argument("--profile", action="store_true", help="also list the operators of one whole step")
     args = parser.parse_args()
-    knobs = {name: value for name, value in read_toml(args.spec).items() if name != "source"}
+    values = read_toml(args.spec)
+    values.pop("out", None)  # where `train` would write the checkpoint: nothing is written here
+    recipe = TrainingOptions.from_values(values, str(args.spec))
     for size in args.batch_size:
         # every sequence at full length: the slowest step of the recipe
-        options = TrainingOptions(**{**knobs, "batch_size": size, "min_length": knobs.get("sequence_length", 60)})
+        options = dataclasses.replace(recipe, batch_size=size, min_length=recipe.sequence_length)
         step_parts(options, torch.device(args.device), args.profile and size == args.batch_size[-1])
 
 
